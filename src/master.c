@@ -1,0 +1,766 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The master process. It owns the listening sockets, preforks the workers,
+ * reaps them (SIGCHLD + waitpid loop), respawns behind a rate limit, sizes
+ * the pool from the scoreboard, reloads on SIGHUP and stops gracefully.
+ * Signals arrive through a signalfd into one poll loop; after start-up no
+ * single bad event makes the master exit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "daemonize.h"
+#include "listen.h"
+#include "log.h"
+#include "master.h"
+#include "scoreboard.h"
+#include "systemd.h"
+#include "tcpexecd.h"
+#include "worker.h"
+
+#define TICK_MS 1000
+#define MIN_UPTIME_MS 1000     /* a worker dying younger than this failed to start */
+#define BACKOFF_MAX_MS 60000
+#define SPAWN_RATE_MAX 32      /* httpd's MAX_SPAWN_RATE */
+#define FAST_STOP_GRACE_MS 3000
+#define DEFAULT_DAEMON_PIDFILE "/run/tcpexecd/tcpexecd.pid"
+
+/* The master's private view of a slot; the shared part is the scoreboard. */
+struct wpriv {
+	pid_t pid;            /* 0 = slot free */
+	int pipe_wr;          /* write end of the worker's pipe; -1 once retired */
+	unsigned generation;
+	uint64_t started_ms;
+	int hung_killed;
+};
+
+enum stop_state { RUNNING, STOP_GRACEFUL, STOP_FAST };
+
+static struct {
+	const struct master_opts *opts;
+	struct config cfg;
+	struct listener listeners[CONFIG_MAX_LISTEN];
+	int nlisteners;
+	struct scoreboard sb;
+	struct wpriv *w;           /* sb.nslots entries */
+	char *status_buf;          /* sized at start for the status report */
+	size_t status_cap;
+	int sigfd, ctlfd, pidfd;
+	char pidfile[CONFIG_PATH_MAX];
+	char control_path[CONFIG_PATH_MAX];
+	unsigned generation;
+	int floor;
+	int spawn_rate;
+	uint64_t backoff_ms;       /* 0: no backoff in force */
+	uint64_t next_spawn_ms;    /* while backing off: next probe */
+	uint64_t next_tick_ms;
+	uint64_t started_ms;
+	uint64_t served_exited;    /* requests served by workers already reaped */
+	int full_warned;
+	enum stop_state stop;
+	uint64_t stop_deadline_ms; /* 0: none */
+	uint64_t kill_at_ms;       /* 0: none */
+	int exit_code;
+} M;
+
+static int live_workers(void)
+{
+	int n = 0;
+	for (int i = 0; i < M.sb.nslots; i++)
+		n += M.w[i].pid != 0;
+	return n;
+}
+
+/* Current-generation workers that are not retiring, and how many of them
+ * are idle (starting ones count as idle: they will be soon). */
+static void pool_count(int *total, int *idle)
+{
+	*total = *idle = 0;
+	for (int i = 0; i < M.sb.nslots; i++) {
+		if (!M.w[i].pid || M.w[i].pipe_wr < 0 || M.w[i].generation != M.generation)
+			continue;
+		(*total)++;
+		int st = M.sb.slots[i].state;
+		*idle += st == WS_IDLE || st == WS_STARTING;
+	}
+}
+
+static void fail_backoff(const char *what)
+{
+	uint64_t now = now_ms();
+
+	M.backoff_ms = M.backoff_ms ? M.backoff_ms * 2 : 1000;
+	if (M.backoff_ms > BACKOFF_MAX_MS)
+		M.backoff_ms = BACKOFF_MAX_MS;
+	M.next_spawn_ms = now + M.backoff_ms;
+	log_warn("%s, next attempt in %llus", what, (unsigned long long)(M.backoff_ms / 1000));
+}
+
+/* In the new worker: drop what belongs to the master alone. Other workers'
+ * pipe ends must go, or a worker would keep its siblings' pipes open and
+ * neither retirement nor the master's death would reach them. */
+static void close_master_fds(void)
+{
+	for (int i = 0; i < M.sb.nslots; i++)
+		if (M.w[i].pipe_wr >= 0)
+			close(M.w[i].pipe_wr);
+	close(M.sigfd);
+	if (M.ctlfd >= 0)
+		close(M.ctlfd);
+	if (M.pidfd >= 0)
+		close(M.pidfd);
+}
+
+static int spawn_worker(void)
+{
+	struct worker_ctx ctx;
+	struct slot *s;
+	int i, p[2];
+	pid_t pid;
+
+	for (i = 0; i < M.sb.nslots; i++)
+		if (!M.w[i].pid && M.sb.slots[i].state == WS_FREE)
+			break;
+	if (i == M.sb.nslots) {
+		if (!M.full_warned)
+			log_warn("scoreboard full (%d slots); not starting a worker", M.sb.nslots);
+		M.full_warned = 1;
+		return -1;
+	}
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fail_backoff("cannot start a worker: pipe failed");
+		return -1;
+	}
+
+	s = &M.sb.slots[i];
+	memset(s, 0, sizeof(*s));
+	s->generation = M.generation;
+	s->started_ms = s->heartbeat_ms = now_ms();
+	s->state = WS_STARTING;
+
+	fflush(NULL); /* or the child could write the parent's buffered output again */
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		s->state = WS_FREE;
+		errno = e;
+		log_err("fork: %s", strerror(errno));
+		fail_backoff("cannot start a worker");
+		return -1;
+	}
+	if (pid == 0) {
+		close(p[1]);
+		M.w[i].pipe_wr = -1;
+		close_master_fds();
+		s->pid = getpid();
+		ctx.cfg = &M.cfg;
+		ctx.listeners = M.listeners;
+		ctx.nlisteners = M.nlisteners;
+		ctx.slot = s;
+		ctx.master_fd = p[0];
+		worker_run(&ctx);
+	}
+	close(p[0]);
+	s->pid = pid;
+	M.w[i] = (struct wpriv){ .pid = pid, .pipe_wr = p[1], .generation = M.generation,
+				 .started_ms = s->started_ms };
+	M.full_warned = 0;
+	log_info("worker %ld started (slot %d, generation %u)", (long)pid, i, M.generation);
+	return 0;
+}
+
+/* Closing the pipe is the whole retirement protocol: the worker finishes
+ * its connection, sees EOF and exits 0. The master's death looks the same,
+ * so a worker never outlives its master by more than one connection. */
+static void retire(int i)
+{
+	if (M.w[i].pipe_wr < 0)
+		return;
+	close(M.w[i].pipe_wr);
+	M.w[i].pipe_wr = -1;
+}
+
+/* Keep the floor. Deaths are replaced at once; while backing off only one
+ * probe worker is started per backoff period. */
+static void pool_fill(void)
+{
+	int total, idle;
+
+	if (M.stop != RUNNING)
+		return;
+	pool_count(&total, &idle);
+	while (total < M.floor) {
+		if (M.backoff_ms) {
+			if (now_ms() < M.next_spawn_ms)
+				return;
+			M.next_spawn_ms = now_ms() + M.backoff_ms;
+			spawn_worker();
+			return;
+		}
+		if (spawn_worker() < 0)
+			return;
+		total++;
+	}
+}
+
+/* Once a second: spares (httpd's doubling spawn rate), retirement of one
+ * surplus idle worker, the end of a backoff, the hung-worker backstop. */
+static void pool_tick(void)
+{
+	uint64_t now = now_ms();
+	int total, idle;
+
+	for (int i = 0; i < M.sb.nslots; i++) {
+		struct slot *s = &M.sb.slots[i];
+		if (!M.w[i].pid)
+			continue;
+		if (now > s->heartbeat_ms + M.cfg.heartbeat_timeout_ms && !M.w[i].hung_killed) {
+			log_warn("worker %ld hung (no heartbeat for %llu ms); killing it",
+				 (long)M.w[i].pid, (unsigned long long)(now - s->heartbeat_ms));
+			kill(M.w[i].pid, SIGKILL);
+			M.w[i].hung_killed = 1;
+		}
+		if (M.backoff_ms && M.w[i].generation == M.generation &&
+		    (s->state == WS_IDLE || s->state == WS_BUSY) &&
+		    now >= M.w[i].started_ms + MIN_UPTIME_MS) {
+			log_notice("worker %ld is up; backoff ends", (long)M.w[i].pid);
+			M.backoff_ms = 0;
+		}
+	}
+	if (M.stop != RUNNING)
+		return;
+	pool_fill();
+
+	pool_count(&total, &idle);
+	if (idle < M.cfg.min_spare && total < M.cfg.max_workers && !M.backoff_ms) {
+		int n = M.spawn_rate;
+		if (n > M.cfg.min_spare - idle)
+			n = M.cfg.min_spare - idle;
+		if (n > M.cfg.max_workers - total)
+			n = M.cfg.max_workers - total;
+		while (n-- > 0 && spawn_worker() == 0)
+			;
+		if (M.spawn_rate < SPAWN_RATE_MAX)
+			M.spawn_rate *= 2;
+		return;
+	}
+	M.spawn_rate = 1;
+	if (idle > M.cfg.max_spare && total > M.floor) {
+		for (int i = 0; i < M.sb.nslots; i++) {
+			if (M.w[i].pid && M.w[i].pipe_wr >= 0 && M.w[i].generation == M.generation &&
+			    M.sb.slots[i].state == WS_IDLE) {
+				log_info("retiring idle worker %ld (%d idle, max_spare %d)",
+					 (long)M.w[i].pid, idle, M.cfg.max_spare);
+				retire(i);
+				break;
+			}
+		}
+	}
+}
+
+static void describe_status(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d%s", WTERMSIG(status),
+			 WCOREDUMP(status) ? " (core dumped)" : "");
+	else
+		snprintf(buf, len, "changed state 0x%x", status);
+}
+
+static void begin_stop(enum stop_state how, uint64_t deadline_ms);
+
+/* Signals coalesce: one SIGCHLD may stand for many exits, so waitpid runs
+ * until there is nothing left to reap. */
+static void reap(void)
+{
+	char what[64];
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		int i, expected, failed_start;
+		struct slot *s;
+
+		describe_status(status, what, sizeof(what));
+		for (i = 0; i < M.sb.nslots; i++)
+			if (M.w[i].pid == pid)
+				break;
+		if (i == M.sb.nslots) {
+			log_notice("reaped unknown child %ld (%s)", (long)pid, what);
+			continue;
+		}
+		s = &M.sb.slots[i];
+		expected = M.w[i].pipe_wr < 0 || M.stop != RUNNING;
+		log_msg(expected && WIFEXITED(status) && WEXITSTATUS(status) == 0
+				? LOG_INFO : LOG_WARNING,
+			"worker %ld %s", (long)pid, what);
+		failed_start = !expected && (s->state == WS_STARTING ||
+			(now_ms() < M.w[i].started_ms + MIN_UPTIME_MS && s->requests == 0));
+
+		M.served_exited += s->requests;
+		if (M.w[i].pipe_wr >= 0)
+			close(M.w[i].pipe_wr);
+		M.w[i] = (struct wpriv){ .pipe_wr = -1 };
+		memset(s, 0, sizeof(*s));
+
+		if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CONFIG) {
+			log_err("worker %ld exited with the configuration-error status; stopping",
+				(long)pid);
+			M.exit_code = EXIT_CONFIG;
+			begin_stop(STOP_FAST, 0);
+		} else if (failed_start && M.stop == RUNNING) {
+			fail_backoff("worker start failed");
+		}
+	}
+	if (pid < 0 && errno != ECHILD)
+		log_err("waitpid: %s", strerror(errno));
+	pool_fill();
+}
+
+static void signal_workers(int sig)
+{
+	for (int i = 0; i < M.sb.nslots; i++)
+		if (M.w[i].pid)
+			kill(M.w[i].pid, sig);
+}
+
+static void begin_stop(enum stop_state how, uint64_t deadline_ms)
+{
+	uint64_t now = now_ms();
+
+	if (M.stop == RUNNING) {
+		systemd_notify("STOPPING=1");
+		/* Stop listening first: new clients are refused rather than
+		 * queued for workers that are going away. */
+		for (int i = 0; i < M.nlisteners; i++)
+			listen_close(&M.listeners[i]);
+		for (int i = 0; i < M.sb.nslots; i++)
+			retire(i);
+	}
+	if (how == STOP_GRACEFUL) {
+		if (M.stop != RUNNING)
+			return;
+		M.stop = STOP_GRACEFUL;
+		if (deadline_ms) {
+			M.stop_deadline_ms = now + deadline_ms;
+			log_notice("graceful stop, deadline %llus",
+				   (unsigned long long)((deadline_ms + 999) / 1000));
+		} else {
+			log_notice("graceful stop, no deadline");
+		}
+		return;
+	}
+	if (M.stop == STOP_FAST)
+		return;
+	M.stop = STOP_FAST;
+	log_notice("fast stop");
+	signal_workers(SIGTERM);
+	M.kill_at_ms = now + FAST_STOP_GRACE_MS;
+}
+
+static int open_listeners(const struct config *c, struct listener *out, int *nout,
+			  const struct listener *keep, int nkeep, char *err, size_t errlen)
+{
+	int n = 0;
+
+	for (int i = 0; i < c->nlisten; i++) {
+		int j;
+		for (j = 0; j < nkeep; j++)
+			if (keep[j].fd >= 0 && strcmp(keep[j].spec, c->listen[i]) == 0)
+				break;
+		if (j < nkeep) {
+			out[n++] = keep[j];
+			continue;
+		}
+		if (listen_open(&out[n], c->listen[i], c->backlog, err, errlen) < 0) {
+			/* Undo only what this call opened. */
+			for (int k = 0; k < n; k++) {
+				int kept = 0;
+				for (j = 0; j < nkeep; j++)
+					kept |= keep[j].fd == out[k].fd;
+				if (!kept)
+					listen_close(&out[k]);
+			}
+			return -1;
+		}
+		out[n].fd = out[n].fd; /* opened */
+		log_info("listening on %s", out[n].bound);
+		n++;
+	}
+	*nout = n;
+	return 0;
+}
+
+static void apply_log_config(const struct config *c)
+{
+	log_set_level(c->log_level);
+}
+
+static void reload(void)
+{
+	struct listener nl[CONFIG_MAX_LISTEN];
+	struct config nc;
+	char err[512];
+	int n;
+
+	log_notice("reloading configuration");
+	systemd_notify("RELOADING=1");
+	if (config_load(&nc, M.opts->config_path, err, sizeof(err)) < 0 ||
+	    config_finish(&nc, &M.opts->overrides, err, sizeof(err)) < 0)
+		goto fail;
+	if (nc.max_workers * 2 > M.sb.nslots) {
+		snprintf(err, sizeof(err),
+			 "max_workers cannot grow beyond %d without a restart "
+			 "(the scoreboard is sized at start)", M.sb.nslots / 2);
+		goto fail;
+	}
+	if (open_listeners(&nc, nl, &n, M.listeners, M.nlisteners, err, sizeof(err)) < 0)
+		goto fail;
+	for (int i = 0; i < M.nlisteners; i++) {
+		int kept = 0;
+		for (int j = 0; j < n; j++)
+			kept |= nl[j].fd == M.listeners[i].fd;
+		if (!kept) {
+			log_info("no longer listening on %s", M.listeners[i].bound);
+			listen_close(&M.listeners[i]);
+		}
+	}
+	memcpy(M.listeners, nl, sizeof(nl[0]) * (size_t)n);
+	M.nlisteners = n;
+	if (strcmp(nc.pidfile, M.cfg.pidfile) || strcmp(nc.control_socket, M.cfg.control_socket) ||
+	    strcmp(nc.log_file, M.cfg.log_file))
+		log_notice("pidfile, control_socket and log_file changes take effect at restart");
+	memcpy(nc.pidfile, M.cfg.pidfile, sizeof(nc.pidfile));
+	memcpy(nc.control_socket, M.cfg.control_socket, sizeof(nc.control_socket));
+	memcpy(nc.log_file, M.cfg.log_file, sizeof(nc.log_file));
+	M.cfg = nc;
+	apply_log_config(&M.cfg);
+	M.generation++;
+	M.floor = M.cfg.workers;
+	M.spawn_rate = 1;
+	/* Old workers finish their connection and leave; the sockets never
+	 * close, so clients queue for the new generation meanwhile. */
+	for (int i = 0; i < M.sb.nslots; i++)
+		if (M.w[i].generation != M.generation)
+			retire(i);
+	pool_fill();
+	log_notice("configuration reloaded (generation %u)", M.generation);
+	systemd_notify("READY=1\nSTATUS=configuration reloaded (generation %u)", M.generation);
+	return;
+fail:
+	log_err("reload failed: %s; keeping the current configuration", err);
+	systemd_notify("READY=1\nSTATUS=reload failed: %s", err);
+}
+
+static void adjust_floor(int delta)
+{
+	int total, idle;
+
+	if (M.stop != RUNNING)
+		return;
+	if (M.floor + delta < 1 || M.floor + delta > M.cfg.max_workers) {
+		log_notice("worker floor stays at %d (range 1 to %d)", M.floor, M.cfg.max_workers);
+		return;
+	}
+	M.floor += delta;
+	log_notice("worker floor now %d", M.floor);
+	if (delta > 0) {
+		pool_fill();
+		return;
+	}
+	pool_count(&total, &idle);
+	if (total <= M.floor)
+		return;
+	/* Prefer an idle worker; a busy one leaves after its connection. */
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < M.sb.nslots; i++)
+			if (M.w[i].pid && M.w[i].pipe_wr >= 0 && M.w[i].generation == M.generation &&
+			    (pass || M.sb.slots[i].state != WS_BUSY)) {
+				retire(i);
+				return;
+			}
+}
+
+static void handle_signals(void)
+{
+	struct signalfd_siginfo si;
+
+	while (read(M.sigfd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGCHLD:
+			reap();
+			break;
+		case SIGTERM:
+			if (M.stop == RUNNING)
+				begin_stop(STOP_GRACEFUL, M.cfg.stop_timeout_ms ? M.cfg.stop_timeout_ms : 1);
+			else
+				begin_stop(STOP_FAST, 0);
+			break;
+		case SIGINT:
+			begin_stop(STOP_FAST, 0);
+			break;
+		case SIGQUIT:
+			begin_stop(STOP_GRACEFUL, 0);
+			break;
+		case SIGHUP:
+			if (M.stop == RUNNING)
+				reload();
+			break;
+		case SIGUSR1:
+			if (log_reopen() < 0)
+				log_err("cannot reopen the log file: %s", strerror(errno));
+			else
+				log_notice("log file reopened");
+			signal_workers(SIGUSR1);
+			break;
+		case SIGTTIN:
+			adjust_floor(+1);
+			break;
+		case SIGTTOU:
+			adjust_floor(-1);
+			break;
+		}
+	}
+}
+
+static size_t status_report(void)
+{
+	uint64_t now = now_ms(), served = M.served_exited;
+	int count[WS_EXITING + 1] = { 0 }, total = 0;
+	size_t off = 0;
+	char *b = M.status_buf;
+
+	for (int i = 0; i < M.sb.nslots; i++) {
+		if (!M.w[i].pid)
+			continue;
+		int st = M.sb.slots[i].state;
+		total++;
+		if (st >= 0 && st <= WS_EXITING)
+			count[M.w[i].pipe_wr < 0 ? WS_EXITING : st]++;
+		served += M.sb.slots[i].requests;
+	}
+#define OUT(...) off += (size_t)snprintf(b + off, off < M.status_cap ? M.status_cap - off : 0, __VA_ARGS__)
+	OUT("tcpexecd %s, master pid %ld, generation %u, up %llu s\n", TCPEXECD_VERSION,
+	    (long)getpid(), M.generation, (unsigned long long)((now - M.started_ms) / 1000));
+	OUT("workers: total %d, starting %d, idle %d, busy %d, exiting %d (floor %d, max %d)\n",
+	    total, count[WS_STARTING], count[WS_IDLE], count[WS_BUSY], count[WS_EXITING],
+	    M.floor, M.cfg.max_workers);
+	OUT("served: %llu\n", (unsigned long long)served);
+	OUT("%-4s %7s %4s %-8s %8s %7s %-24s %s\n", "SLOT", "PID", "GEN", "STATE", "REQS", "AGE",
+	    "PEER", "COMMAND");
+	for (int i = 0; i < M.sb.nslots; i++) {
+		const struct slot *s = &M.sb.slots[i];
+		if (!M.w[i].pid)
+			continue;
+		int st = M.w[i].pipe_wr < 0 ? WS_EXITING : s->state;
+		OUT("%-4d %7ld %4u %-8s %8llu %6llus %-24s %s\n", i, (long)M.w[i].pid,
+		    M.w[i].generation, scoreboard_state_name(st), (unsigned long long)s->requests,
+		    (unsigned long long)((now - M.w[i].started_ms) / 1000),
+		    s->peer[0] ? s->peer : "-", s->command[0] ? s->command : "-");
+	}
+#undef OUT
+	return off < M.status_cap ? off : M.status_cap - 1;
+}
+
+static void serve_control(void)
+{
+	struct timeval tv = { 0, 200000 };
+	int fd = accept4(M.ctlfd, NULL, NULL, SOCK_CLOEXEC);
+	size_t len;
+
+	if (fd < 0)
+		return;
+	/* The report is written while the loop waits: bound that wait, so a
+	 * stuck reader cannot stall the master. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	len = status_report();
+	if (send(fd, M.status_buf, len, MSG_NOSIGNAL) < 0)
+		log_debug("control: send: %s", strerror(errno));
+	close(fd);
+}
+
+static int mkparent(const char *path)
+{
+	char dir[CONFIG_PATH_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+static int setup_signals(void)
+{
+	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP,
+				    SIGUSR1, SIGTTIN, SIGTTOU };
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
+		sigaddset(&set, sigs[i]);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	M.sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return M.sigfd < 0 ? -1 : 0;
+}
+
+static void announce_ready(void)
+{
+	if (M.opts->mode == START_FOREGROUND) {
+		for (int i = 0; i < M.nlisteners; i++)
+			printf("listening on %s\n", M.listeners[i].bound);
+		fflush(stdout);
+	}
+	if (M.opts->ready_fd >= 0) {
+		log_set_startup_fd(-1);
+		daemonize_ready(M.opts->ready_fd);
+	}
+	systemd_notify("READY=1\nSTATUS=serving with %d workers", M.floor);
+}
+
+static uint64_t next_timeout(void)
+{
+	uint64_t t = M.next_tick_ms;
+
+	if (M.stop_deadline_ms && M.stop_deadline_ms < t)
+		t = M.stop_deadline_ms;
+	if (M.kill_at_ms && M.kill_at_ms < t)
+		t = M.kill_at_ms;
+	if (M.backoff_ms && M.stop == RUNNING && M.next_spawn_ms < t)
+		t = M.next_spawn_ms;
+	return t;
+}
+
+static void cleanup(void)
+{
+	for (int i = 0; i < M.nlisteners; i++)
+		listen_close(&M.listeners[i]);
+	if (M.ctlfd >= 0) {
+		close(M.ctlfd);
+		unlink(M.control_path);
+	}
+	if (M.pidfd >= 0)
+		pidfile_release(M.pidfile, M.pidfd);
+	scoreboard_free(&M.sb);
+	free(M.w);
+	free(M.status_buf);
+	close(M.sigfd);
+}
+
+int master_run(const struct master_opts *opts, struct config *cfg)
+{
+	char err[512];
+
+	M.opts = opts;
+	M.cfg = *cfg;
+	M.ctlfd = M.pidfd = -1;
+	M.generation = 1;
+	M.floor = M.cfg.workers;
+	M.spawn_rate = 1;
+	M.exit_code = EXIT_OK;
+	M.started_ms = now_ms();
+	apply_log_config(&M.cfg);
+
+	if (setup_signals() < 0)
+		fatal(EXIT_RUNTIME, "signals: %s", strerror(errno));
+
+	snprintf(M.pidfile, sizeof(M.pidfile), "%s", M.cfg.pidfile);
+	if (!M.pidfile[0] && opts->mode == START_DAEMON)
+		snprintf(M.pidfile, sizeof(M.pidfile), "%s", DEFAULT_DAEMON_PIDFILE);
+	if (M.pidfile[0]) {
+		if (mkparent(M.pidfile) < 0)
+			fatal(EXIT_RUNTIME, "pidfile %s: cannot create its directory: %s", M.pidfile, strerror(errno));
+		M.pidfd = pidfile_acquire(M.pidfile, err, sizeof(err));
+		if (M.pidfd < 0)
+			fatal(EXIT_RUNTIME, "%s", err);
+	}
+
+	if (open_listeners(&M.cfg, M.listeners, &M.nlisteners, NULL, 0, err, sizeof(err)) < 0) {
+		if (M.pidfd >= 0)
+			pidfile_release(M.pidfile, M.pidfd);
+		fatal(EXIT_RUNTIME, "%s", err);
+	}
+
+	/* Twice max_workers: during a reload the old generation drains while
+	 * the new one starts, and both need slots. */
+	if (scoreboard_init(&M.sb, M.cfg.max_workers * 2) < 0)
+		fatal(EXIT_RUNTIME, "scoreboard: %s", strerror(errno));
+	M.w = calloc((size_t)M.sb.nslots, sizeof(*M.w));
+	M.status_cap = 512 + (size_t)M.sb.nslots * 192;
+	M.status_buf = malloc(M.status_cap);
+	if (!M.w || !M.status_buf)
+		fatal(EXIT_RUNTIME, "out of memory");
+	for (int i = 0; i < M.sb.nslots; i++)
+		M.w[i].pipe_wr = -1;
+
+	if (M.cfg.control_socket[0]) {
+		snprintf(M.control_path, sizeof(M.control_path), "%s", M.cfg.control_socket);
+		if (mkparent(M.control_path) < 0 || (M.ctlfd = control_listen(M.control_path)) < 0)
+			log_warn("control socket %s: %s; status reports (-s) are disabled",
+				 M.control_path, strerror(errno));
+	}
+
+	for (int i = 0; i < M.floor; i++)
+		if (spawn_worker() < 0)
+			break;
+	announce_ready();
+	M.next_tick_ms = now_ms() + TICK_MS;
+
+	for (;;) {
+		struct pollfd pfd[2] = {
+			{ .fd = M.sigfd, .events = POLLIN },
+			{ .fd = M.ctlfd, .events = POLLIN },
+		};
+		uint64_t now = now_ms(), t = next_timeout();
+
+		if (M.stop != RUNNING && live_workers() == 0)
+			break;
+		if (poll(pfd, 2, t > now ? (int)(t - now) : 0) < 0 && errno != EINTR)
+			log_err("poll: %s", strerror(errno));
+		if (pfd[0].revents & POLLIN)
+			handle_signals();
+		if (pfd[1].revents & POLLIN)
+			serve_control();
+
+		now = now_ms();
+		if (M.backoff_ms && M.stop == RUNNING && now >= M.next_spawn_ms)
+			pool_fill();
+		if (now >= M.next_tick_ms) {
+			pool_tick();
+			M.next_tick_ms = now + TICK_MS;
+		}
+		if (M.stop_deadline_ms && now >= M.stop_deadline_ms) {
+			log_warn("stop deadline reached; killing %d workers", live_workers());
+			signal_workers(SIGKILL);
+			M.stop_deadline_ms = 0;
+		}
+		if (M.kill_at_ms && now >= M.kill_at_ms) {
+			signal_workers(SIGKILL);
+			M.kill_at_ms = 0;
+		}
+	}
+	log_notice("stopped");
+	cleanup();
+	return M.exit_code;
+}
