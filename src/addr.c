@@ -183,3 +183,68 @@ int addr_is_local(const struct sockaddr *sa)
 	}
 	return 0;
 }
+
+int addr_cidr_parse(const char *text, struct cidr *out, char *err, size_t errlen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(text, '/');
+	size_t hlen = slash ? (size_t)(slash - text) : strlen(text);
+	unsigned port; /* reused as the prefix length */
+
+	memset(out, 0, sizeof(*out));
+	if (hlen == 0 || hlen >= sizeof(host)) {
+		snprintf(err, errlen, "expected ADDRESS or ADDRESS/PREFIX");
+		return -1;
+	}
+	memcpy(host, text, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(AF_INET, host, out->addr) == 1) {
+		out->family = AF_INET;
+		out->prefix = 32;
+	} else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+		out->family = AF_INET6;
+		out->prefix = 128;
+	} else {
+		snprintf(err, errlen, "\"%s\" is not a numeric IPv4 or IPv6 address", host);
+		return -1;
+	}
+	if (slash) {
+		if (parse_port(slash + 1, &port) < 0 || (int)port > out->prefix) {
+			snprintf(err, errlen, "bad prefix length \"%s\" (0-%d)", slash + 1,
+				 out->prefix);
+			return -1;
+		}
+		out->prefix = (int)port;
+	}
+	return 0;
+}
+
+static int prefix_equal(const unsigned char *a, const unsigned char *b, int bits)
+{
+	int bytes = bits / 8, rest = bits % 8;
+
+	if (memcmp(a, b, (size_t)bytes) != 0)
+		return 0;
+	if (rest == 0)
+		return 1;
+	return ((a[bytes] ^ b[bytes]) & (0xff << (8 - rest))) == 0;
+}
+
+int addr_cidr_match(const struct cidr *net, const struct sockaddr *sa)
+{
+	const unsigned char *a;
+	int family = sa->sa_family;
+
+	if (family == AF_INET) {
+		a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (family == AF_INET6) {
+		a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+			family = AF_INET;
+			a += 12;
+		}
+	} else {
+		return 0;
+	}
+	return family == net->family && prefix_equal(a, net->addr, net->prefix);
+}

@@ -27,6 +27,16 @@ char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t bu
 char *addr_host(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
 /* Port number of an inet address, 0 for other families. */
 unsigned addr_port(const struct sockaddr *sa);
+/* A network: "10.0.0.0/8", "::1/128", "192.0.2.7" (a host). IPv4 networks
+ * also match IPv4-mapped IPv6 peers. */
+struct cidr {
+	int family;        /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	int prefix;
+};
+int addr_cidr_parse(const char *text, struct cidr *out, char *err, size_t errlen);
+int addr_cidr_match(const struct cidr *net, const struct sockaddr *sa);
+
 /* True for 127.0.0.0/8, ::1, ::ffff:127.x and Unix sockets. */
 int addr_is_local(const struct sockaddr *sa);
 

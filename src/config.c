@@ -13,18 +13,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grp.h>
+#include <pwd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <ini.h>
 
 #include "addr.h"
 #include "config.h"
 #include "log.h"
+#include "tcpexecd.h"
 
 #define DEFAULT_CONTROL "/run/tcpexecd/control"
 #define MAX_WORKERS_CEILING 1024
 
-void config_defaults(struct config *c)
+/* The configuration used when no file is named and the default file does
+ * not exist: loopback only, and a few harmless read-only commands, so that
+ * a fresh build does something useful and nothing dangerous. Entries whose
+ * executable is missing on this system are left out. */
+static const char builtin_conf[] =
+	"[server]\n"
+	"listen = 127.0.0.1:5151\n"
+	"listen = [::1]:5151\n"
+	"[command uptime]\n"
+	"path = /usr/bin/uptime\n"
+	"[command date]\n"
+	"path = /bin/date\n"
+	"args = pattern\n"
+	"arg_pattern = \\+[-%A-Za-z0-9:_. ]*\n"
+	"max_args = 1\n"
+	"[command hostname]\n"
+	"path = /bin/hostname\n"
+	"[command uname]\n"
+	"path = /bin/uname\n"
+	"args = pattern\n"
+	"arg_pattern = -[asnrvmpio]+\n"
+	"[command echo]\n"
+	"path = /bin/echo\n"
+	"args = any\n";
+
+static void defaults(struct config *c)
 {
-	memset(c, 0, sizeof(*c));
 	snprintf(c->source, sizeof(c->source), "(built-in)");
 	/* Loopback only: an unconfigured daemon must not be reachable from the
 	 * network. */
@@ -41,13 +71,17 @@ void config_defaults(struct config *c)
 	c->heartbeat_timeout_ms = 60000;
 	snprintf(c->control_socket, sizeof(c->control_socket), "%s", DEFAULT_CONTROL);
 	c->log_level = LOG_INFO;
+	c->line_mode = LINE_MODE_LOOPBACK;
+	c->handshake_timeout_ms = 10000;
+	c->idle_timeout_ms = 60000;
+	c->linger_ms = 2000;
+	c->kill_grace_ms = 2000;
+	c->max_frame = 1u << 20;
 }
 
-int config_parse_duration(const char *s, uint64_t *ms)
+static int parse_suffixed(const char *s, const char *const *units, const uint64_t *mult,
+			  size_t nunits, uint64_t *out)
 {
-	static const struct { const char *unit; uint64_t mult; } units[] = {
-		{ "", 1000 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
-	};
 	unsigned long long v;
 	char *end;
 
@@ -57,24 +91,40 @@ int config_parse_duration(const char *s, uint64_t *ms)
 	v = strtoull(s, &end, 10);
 	if (errno)
 		return -1;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(end, units[i].unit) == 0) {
-			if (v > UINT64_MAX / units[i].mult / 1000)
+	for (size_t i = 0; i < nunits; i++) {
+		if (strcmp(end, units[i]) == 0) {
+			if (v > UINT64_MAX / 1000 / mult[i])
 				return -1;
-			*ms = v * units[i].mult;
+			*out = v * mult[i];
 			return 0;
 		}
 	}
 	return -1;
 }
 
+int config_parse_duration(const char *s, uint64_t *ms)
+{
+	static const char *const units[] = { "", "ms", "s", "m", "h" };
+	static const uint64_t mult[] = { 1000, 1, 1000, 60000, 3600000 };
+	return parse_suffixed(s, units, mult, ARRAY_SIZE(units), ms);
+}
+
+int config_parse_size(const char *s, uint64_t *bytes)
+{
+	static const char *const units[] = { "", "K", "M", "G" };
+	static const uint64_t mult[] = { 1, 1u << 10, 1u << 20, 1u << 30 };
+	return parse_suffixed(s, units, mult, ARRAY_SIZE(units), bytes);
+}
+
 /* inih's handler does not receive line numbers (Debian builds it without
  * INI_HANDLER_LINENO), so the reader counts the lines it hands out: the
  * handler runs right after the line it is called for was read. The same
- * reader turns inih's silent truncation of long lines into an error. */
+ * reader turns inih's silent splitting of long lines into an error. */
 struct parse_state {
 	struct config *c;
+	struct command *cmd;  /* the [command] section being read, or NULL */
 	FILE *f;
+	int builtin;
 	int line;
 	int too_long_line;
 	int saw_listen; /* the first listen line replaces the defaults */
@@ -134,6 +184,17 @@ static int parse_int(const char *v, long lo, long hi, long *out)
 	return 0;
 }
 
+static int parse_bool(const char *v, int *out)
+{
+	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
+		*out = 1;
+	else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
+		*out = 0;
+	else
+		return -1;
+	return 0;
+}
+
 static int set_path(struct parse_state *ps, const char *key, const char *value,
 		    char *dst, size_t cap)
 {
@@ -142,6 +203,19 @@ static int set_path(struct parse_state *ps, const char *key, const char *value,
 	if (strlen(value) >= cap)
 		return fail(ps, key, "path longer than %zu bytes", cap - 1);
 	memcpy(dst, value, strlen(value) + 1);
+	return 1;
+}
+
+static int set_duration(struct parse_state *ps, const char *key, const char *value,
+			uint64_t min_ms, uint64_t *dst)
+{
+	uint64_t ms;
+
+	if (config_parse_duration(value, &ms) < 0)
+		return fail(ps, key, "\"%s\" is not a duration (e.g. 500ms, 30s, 2m)", value);
+	if (ms < min_ms)
+		return fail(ps, key, "must be at least %llums", (unsigned long long)min_ms);
+	*dst = ms;
 	return 1;
 }
 
@@ -158,11 +232,23 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 		{ "max_spare", offsetof(struct config, max_spare), 0, MAX_WORKERS_CEILING },
 		{ "max_workers", offsetof(struct config, max_workers), 1, MAX_WORKERS_CEILING },
 	};
+	static const struct {
+		const char *name;
+		size_t off;
+		uint64_t min_ms;
+	} durations[] = {
+		{ "stop_timeout", offsetof(struct config, stop_timeout_ms), 0 },
+		{ "heartbeat_timeout", offsetof(struct config, heartbeat_timeout_ms), 1000 },
+		{ "handshake_timeout", offsetof(struct config, handshake_timeout_ms), 100 },
+		{ "idle_timeout", offsetof(struct config, idle_timeout_ms), 100 },
+		{ "linger", offsetof(struct config, linger_ms), 0 },
+		{ "kill_grace", offsetof(struct config, kill_grace_ms), 0 },
+	};
 	struct config *c = ps->c;
 	char why[160];
 	long n;
 
-	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
 		if (strcmp(key, ints[i].name) != 0)
 			continue;
 		if (parse_int(value, ints[i].lo, ints[i].hi, &n) < 0)
@@ -171,6 +257,10 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 		*(int *)((char *)c + ints[i].off) = (int)n;
 		return 1;
 	}
+	for (size_t i = 0; i < ARRAY_SIZE(durations); i++)
+		if (strcmp(key, durations[i].name) == 0)
+			return set_duration(ps, key, value, durations[i].min_ms,
+					    (uint64_t *)((char *)c + durations[i].off));
 
 	if (strcmp(key, "listen") == 0) {
 		struct addr a;
@@ -191,24 +281,28 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 		c->max_requests = n;
 		return 1;
 	}
-	if (strcmp(key, "stop_timeout") == 0 || strcmp(key, "heartbeat_timeout") == 0) {
-		uint64_t ms;
-		if (config_parse_duration(value, &ms) < 0)
-			return fail(ps, key, "\"%s\" is not a duration (e.g. 500ms, 30s, 2m)", value);
-		if (key[0] == 's') {
-			c->stop_timeout_ms = ms;
-		} else {
-			if (ms < 1000)
-				return fail(ps, key, "must be at least 1s");
-			c->heartbeat_timeout_ms = ms;
-		}
+	if (strcmp(key, "max_frame") == 0) {
+		uint64_t b;
+		if (config_parse_size(value, &b) < 0 || b < 4096 || b > (16u << 20))
+			return fail(ps, key, "\"%s\" is not a size from 4K to 16M", value);
+		c->max_frame = (uint32_t)b;
+		return 1;
+	}
+	if (strcmp(key, "line_mode") == 0) {
+		if (strcmp(value, "off") == 0)
+			c->line_mode = LINE_MODE_OFF;
+		else if (strcmp(value, "loopback") == 0)
+			c->line_mode = LINE_MODE_LOOPBACK;
+		else if (strcmp(value, "all") == 0)
+			c->line_mode = LINE_MODE_ALL;
+		else
+			return fail(ps, key, "\"%s\" is not one of off, loopback, all", value);
 		return 1;
 	}
 	if (strcmp(key, "pidfile") == 0)
 		return set_path(ps, key, value, c->pidfile, sizeof(c->pidfile));
 	if (strcmp(key, "control_socket") == 0)
-		return set_path(ps, key, value, c->control_socket,
-				sizeof(c->control_socket) > 108 ? 108 : sizeof(c->control_socket));
+		return set_path(ps, key, value, c->control_socket, 108);
 	if (strcmp(key, "log_file") == 0)
 		return set_path(ps, key, value, c->log_file, sizeof(c->log_file));
 	if (strcmp(key, "log_level") == 0) {
@@ -222,11 +316,286 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 	return fail(ps, key, "unknown key in [server]");
 }
 
+static int add_string(struct parse_state *ps, const char *key, char **arr, int *n,
+		      const char *value)
+{
+	if (*n >= CONFIG_MAX_ITEMS)
+		return fail(ps, key, "more than %d values", CONFIG_MAX_ITEMS);
+	if (!(arr[*n] = strdup(value)))
+		return fail(ps, key, "out of memory");
+	(*n)++;
+	return 1;
+}
+
+static int set_string(struct parse_state *ps, const char *key, char **dst, const char *value)
+{
+	if (*dst)
+		return fail(ps, key, "given twice");
+	if (!(*dst = strdup(value)))
+		return fail(ps, key, "out of memory");
+	return 1;
+}
+
+static int valid_env_name(const char *s)
+{
+	if (!*s || (*s >= '0' && *s <= '9'))
+		return 0;
+	for (; *s; s++)
+		if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= '0' && *s <= '9')))
+			return 0;
+	return 1;
+}
+
+static int command_key(struct parse_state *ps, const char *key, const char *value)
+{
+	static const struct { const char *name; int which; int size; } rlims[] = {
+		{ "rlimit_cpu", RL_CPU, 0 }, { "rlimit_as", RL_AS, 1 },
+		{ "rlimit_nproc", RL_NPROC, 0 }, { "rlimit_nofile", RL_NOFILE, 0 },
+		{ "rlimit_fsize", RL_FSIZE, 1 },
+	};
+	struct command *cmd = ps->cmd;
+	char why[160];
+	long n;
+
+	if (strcmp(key, "path") == 0) {
+		if (value[0] != '/')
+			return fail(ps, key, "\"%s\" is not an absolute path", value);
+		if (!ps->builtin && access(value, X_OK) < 0)
+			return fail(ps, key, "%s: %s", value, strerror(errno));
+		return set_string(ps, key, &cmd->path, value);
+	}
+	if (strcmp(key, "shell") == 0) {
+		if (parse_bool(value, &cmd->shell) < 0)
+			return fail(ps, key, "\"%s\" is not yes or no", value);
+		return 1;
+	}
+	if (strcmp(key, "script") == 0)
+		return set_string(ps, key, &cmd->script, value);
+	if (strcmp(key, "arg") == 0)
+		return add_string(ps, key, cmd->args, &cmd->nargs, value);
+	if (strcmp(key, "args") == 0) {
+		if (strcmp(value, "none") == 0)
+			cmd->args_mode = ARGS_NONE;
+		else if (strcmp(value, "any") == 0)
+			cmd->args_mode = ARGS_ANY;
+		else if (strcmp(value, "pattern") == 0)
+			cmd->args_mode = ARGS_PATTERN;
+		else
+			return fail(ps, key, "\"%s\" is not one of none, any, pattern", value);
+		return 1;
+	}
+	if (strcmp(key, "arg_pattern") == 0) {
+		char anchored[512];
+		int rc;
+		if (cmd->has_re)
+			return fail(ps, key, "given twice");
+		/* Anchored: a pattern describes a whole argument, never a part
+		 * of one (the seeds' substring blacklist is the mistake this
+		 * avoids). */
+		snprintf(anchored, sizeof(anchored), "^(%s)$", value);
+		rc = regcomp(&cmd->re, anchored, REG_EXTENDED | REG_NOSUB);
+		if (rc != 0) {
+			regerror(rc, &cmd->re, why, sizeof(why));
+			return fail(ps, key, "bad regular expression: %s", why);
+		}
+		cmd->has_re = 1;
+		return set_string(ps, key, &cmd->arg_pattern, value);
+	}
+	if (strcmp(key, "max_args") == 0) {
+		if (parse_int(value, 0, 255, &n) < 0)
+			return fail(ps, key, "\"%s\" is not a whole number from 0 to 255", value);
+		cmd->max_args = (int)n;
+		return 1;
+	}
+	if (strcmp(key, "timeout") == 0)
+		return set_duration(ps, key, value, 1, &cmd->timeout_ms);
+	if (strcmp(key, "output_limit") == 0) {
+		if (config_parse_size(value, &cmd->output_limit) < 0)
+			return fail(ps, key, "\"%s\" is not a size (e.g. 65536, 64K, 16M; 0 = none)",
+				    value);
+		return 1;
+	}
+	if (strcmp(key, "user") == 0) {
+		struct passwd *pw = getpwnam(value);
+		if (!pw)
+			return fail(ps, key, "no such user \"%s\"", value);
+		cmd->uid = pw->pw_uid;
+		cmd->has_uid = 1;
+		if (!cmd->has_gid)
+			cmd->gid = pw->pw_gid;
+		return set_string(ps, key, &cmd->user, value);
+	}
+	if (strcmp(key, "group") == 0) {
+		struct group *gr = getgrnam(value);
+		if (!gr)
+			return fail(ps, key, "no such group \"%s\"", value);
+		cmd->gid = gr->gr_gid;
+		cmd->has_gid = 1;
+		return set_string(ps, key, &cmd->group, value);
+	}
+	if (strcmp(key, "workdir") == 0) {
+		if (value[0] != '/')
+			return fail(ps, key, "\"%s\" is not an absolute path", value);
+		return set_string(ps, key, &cmd->workdir, value);
+	}
+	if (strcmp(key, "env") == 0) {
+		if (!valid_env_name(value))
+			return fail(ps, key, "\"%s\" is not a variable name", value);
+		return add_string(ps, key, cmd->env_names, &cmd->nenv_names, value);
+	}
+	if (strcmp(key, "setenv") == 0) {
+		const char *eq = strchr(value, '=');
+		char name[128];
+		if (!eq || (size_t)(eq - value) >= sizeof(name))
+			return fail(ps, key, "expected NAME=value");
+		memcpy(name, value, (size_t)(eq - value));
+		name[eq - value] = '\0';
+		if (!valid_env_name(name))
+			return fail(ps, key, "\"%s\" is not a variable name", name);
+		return add_string(ps, key, cmd->setenv, &cmd->nsetenv, value);
+	}
+	if (strcmp(key, "allow") == 0) {
+		if (cmd->nallow >= CONFIG_MAX_ITEMS)
+			return fail(ps, key, "more than %d networks", CONFIG_MAX_ITEMS);
+		if (addr_cidr_parse(value, &cmd->allow[cmd->nallow], why, sizeof(why)) < 0)
+			return fail(ps, key, "%s", why);
+		cmd->nallow++;
+		return 1;
+	}
+	if (strcmp(key, "stdin") == 0) {
+		if (parse_bool(value, &cmd->stdin_ok) < 0)
+			return fail(ps, key, "\"%s\" is not yes or no", value);
+		return 1;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(rlims); i++) {
+		uint64_t v;
+		if (strcmp(key, rlims[i].name) != 0)
+			continue;
+		if (rlims[i].size ? config_parse_size(value, &v) < 0
+				  : parse_int(value, 0, LONG_MAX, &n) < 0)
+			return fail(ps, key, "\"%s\" is not a %s", value,
+				    rlims[i].size ? "size (e.g. 512M)" : "whole number");
+		cmd->rlim[rlims[i].which] = rlims[i].size ? (long long)v : n;
+		return 1;
+	}
+	return fail(ps, key, "unknown key in [command %s]", cmd->name);
+}
+
+static void command_free(struct command *cmd)
+{
+	free(cmd->name);
+	free(cmd->path);
+	free(cmd->script);
+	for (int i = 0; i < cmd->nargs; i++)
+		free(cmd->args[i]);
+	free(cmd->arg_pattern);
+	if (cmd->has_re)
+		regfree(&cmd->re);
+	free(cmd->user);
+	free(cmd->group);
+	free(cmd->workdir);
+	for (int i = 0; i < cmd->nenv_names; i++)
+		free(cmd->env_names[i]);
+	for (int i = 0; i < cmd->nsetenv; i++)
+		free(cmd->setenv[i]);
+}
+
+static int valid_command_name(const char *s)
+{
+	if (!*s || strlen(s) > 64)
+		return 0;
+	for (; *s; s++)
+		if (!(*s == '_' || *s == '-' || *s == '.' || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
+			return 0;
+	return 1;
+}
+
+/* A section is complete when the next begins or the file ends. */
+static int command_finish(struct parse_state *ps)
+{
+	struct command *cmd = ps->cmd;
+	int line = ps->line;
+
+	if (!cmd || ps->failed)
+		return 0;
+	ps->cmd = NULL;
+	ps->line = cmd->line;
+	if (cmd->shell && !cmd->script)
+		fail(ps, "script", "[command %s] has shell = yes but no script", cmd->name);
+	else if (cmd->shell && (cmd->path || cmd->nargs))
+		fail(ps, "shell", "[command %s]: a shell entry takes script, not path or arg",
+		     cmd->name);
+	else if (!cmd->shell && cmd->script)
+		fail(ps, "script", "[command %s]: script needs shell = yes", cmd->name);
+	else if (!cmd->shell && !cmd->path)
+		fail(ps, "path", "[command %s] has no path", cmd->name);
+	else if (cmd->args_mode == ARGS_PATTERN && !cmd->has_re)
+		fail(ps, "arg_pattern", "[command %s] has args = pattern but no arg_pattern",
+		     cmd->name);
+	else if (cmd->args_mode != ARGS_PATTERN && cmd->has_re)
+		fail(ps, "arg_pattern", "[command %s]: arg_pattern needs args = pattern",
+		     cmd->name);
+	else if (cmd->has_uid && getuid() != 0 && cmd->uid != getuid())
+		fail(ps, "user", "[command %s]: running as %s needs tcpexecd to run as root",
+		     cmd->name, cmd->user);
+	ps->line = line;
+	/* Built-in entries whose executable this system lacks are left out. */
+	if (ps->builtin && cmd->path && access(cmd->path, X_OK) < 0) {
+		command_free(cmd);
+		ps->c->ncommands--;
+	}
+	return ps->failed ? -1 : 0;
+}
+
+static int command_begin(struct parse_state *ps, const char *section)
+{
+	const char *name = section + 8; /* after "command " */
+	struct config *c = ps->c;
+	struct command *cmd;
+
+	if (command_finish(ps) < 0)
+		return 0;
+	if (!valid_command_name(name))
+		return fail(ps, section, "command names are 1-64 letters, digits, '-', '_', '.'");
+	if (config_command(c, name))
+		return fail(ps, section, "defined twice");
+	if (c->ncommands == CONFIG_MAX_COMMANDS)
+		return fail(ps, section, "more than %d commands", CONFIG_MAX_COMMANDS);
+	if (!c->commands && !(c->commands = calloc(CONFIG_MAX_COMMANDS, sizeof(*cmd))))
+		return fail(ps, section, "out of memory");
+	cmd = &c->commands[c->ncommands++];
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->line = ps->line;
+	cmd->max_args = 32;
+	cmd->timeout_ms = 60000;
+	cmd->output_limit = 64u << 20;
+	cmd->stdin_ok = 1;
+	for (int i = 0; i < RL_COUNT; i++)
+		cmd->rlim[i] = RLIM_UNSET;
+	ps->cmd = cmd;
+	if (!(cmd->name = strdup(name)))
+		return fail(ps, section, "out of memory");
+	return 1;
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse_state *ps = user;
 
 	if (ps->failed)
+		return 1;
+	if (strncmp(section, "command ", 8) == 0) {
+		if (!ps->cmd || strcmp(ps->cmd->name, section + 8) != 0) {
+			/* inih repeats the section name per key; a new name, or
+			 * the same name after another section, starts an entry. */
+			if (!command_begin(ps, section))
+				return 1;
+		}
+		return command_key(ps, key, value);
+	}
+	if (command_finish(ps) < 0)
 		return 1;
 	if (strcmp(section, "server") == 0)
 		return server_key(ps, key, value);
@@ -235,63 +604,32 @@ static int handler(void *user, const char *section, const char *key, const char 
 	return fail(ps, key, "unknown section [%s]", section);
 }
 
-int config_load(struct config *c, const char *path, char *err, size_t errlen)
-{
-	struct parse_state ps = { .c = c, .err = err, .errlen = errlen };
-	int rc;
-
-	config_defaults(c);
-	if (!path)
-		return 0;
-	if (strlen(path) >= sizeof(c->source)) {
-		snprintf(err, errlen, "%s: path too long", path);
-		return -1;
-	}
-	snprintf(c->source, sizeof(c->source), "%s", path);
-	ps.f = fopen(path, "re");
-	if (!ps.f) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
-	}
-	rc = ini_parse_stream(reader, &ps, handler, &ps);
-	fclose(ps.f);
-	if (ps.failed)
-		return -1;
-	if (ps.too_long_line) {
-		snprintf(err, errlen, "%s:%d: line longer than %d characters", path,
-			 ps.too_long_line, 198);
-		return -1;
-	}
-	if (rc != 0) {
-		snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
-			 path, rc);
-		return -1;
-	}
-	return 0;
-}
-
-int config_finish(struct config *c, const struct config_overrides *o,
-		  char *err, size_t errlen)
+static int apply_overrides(struct config *c, const struct config_overrides *o,
+			   char *err, size_t errlen)
 {
 	char why[160];
 	struct addr a;
 
-	if (o) {
-		if (o->nlisten > 0) {
-			for (int i = 0; i < o->nlisten; i++) {
-				if (addr_parse(o->listen[i], &a, why, sizeof(why)) < 0) {
-					snprintf(err, errlen, "-l %s: %s", o->listen[i], why);
-					return -1;
-				}
-				snprintf(c->listen[i], sizeof(c->listen[i]), "%s", o->listen[i]);
+	if (o->nlisten > 0) {
+		for (int i = 0; i < o->nlisten; i++) {
+			if (addr_parse(o->listen[i], &a, why, sizeof(why)) < 0) {
+				snprintf(err, errlen, "-l %s: %s", o->listen[i], why);
+				return -1;
 			}
-			c->nlisten = o->nlisten;
+			snprintf(c->listen[i], sizeof(c->listen[i]), "%s", o->listen[i]);
 		}
-		if (o->workers > 0)
-			c->workers = o->workers;
-		if (o->pidfile)
-			snprintf(c->pidfile, sizeof(c->pidfile), "%s", o->pidfile);
+		c->nlisten = o->nlisten;
 	}
+	if (o->workers > 0)
+		c->workers = o->workers;
+	if (o->pidfile)
+		snprintf(c->pidfile, sizeof(c->pidfile), "%s", o->pidfile);
+	return 0;
+}
+
+/* Rules between keys, checked once everything is read. */
+static int check_whole(struct config *c, char *err, size_t errlen)
+{
 	if (c->nlisten == 0) {
 		snprintf(err, errlen, "%s: listen: no address to listen on", c->source);
 		return -1;
@@ -314,4 +652,74 @@ int config_finish(struct config *c, const struct config_overrides *o,
 		return -1;
 	}
 	return 0;
+}
+
+struct config *config_load(const char *path, const struct config_overrides *o,
+			   char *err, size_t errlen)
+{
+	struct config *c = calloc(1, sizeof(*c));
+	struct parse_state ps = { .c = c, .err = err, .errlen = errlen };
+	int rc;
+
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	defaults(c);
+	if (path) {
+		if (strlen(path) >= sizeof(c->source)) {
+			snprintf(err, errlen, "%s: path too long", path);
+			goto fail;
+		}
+		snprintf(c->source, sizeof(c->source), "%s", path);
+		ps.f = fopen(path, "re");
+	} else {
+		ps.builtin = 1;
+		ps.f = fmemopen((void *)builtin_conf, sizeof(builtin_conf) - 1, "r");
+	}
+	if (!ps.f) {
+		snprintf(err, errlen, "%s: %s", path ? path : "(built-in)", strerror(errno));
+		goto fail;
+	}
+	rc = ini_parse_stream(reader, &ps, handler, &ps);
+	command_finish(&ps);
+	fclose(ps.f);
+	if (ps.failed)
+		goto fail;
+	if (ps.too_long_line) {
+		snprintf(err, errlen, "%s:%d: line longer than %d characters", c->source,
+			 ps.too_long_line, 198);
+		goto fail;
+	}
+	if (rc != 0) {
+		snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
+			 c->source, rc);
+		goto fail;
+	}
+	if (o && apply_overrides(c, o, err, errlen) < 0)
+		goto fail;
+	if (check_whole(c, err, errlen) < 0)
+		goto fail;
+	return c;
+fail:
+	config_free(c);
+	return NULL;
+}
+
+void config_free(struct config *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < c->ncommands; i++)
+		command_free(&c->commands[i]);
+	free(c->commands);
+	free(c);
+}
+
+const struct command *config_command(const struct config *c, const char *name)
+{
+	for (int i = 0; i < c->ncommands; i++)
+		if (strcmp(c->commands[i].name, name) == 0)
+			return &c->commands[i];
+	return NULL;
 }

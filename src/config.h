@@ -1,17 +1,63 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The configuration: tcpexecd.conf (INI, parsed with inih) into struct config,
- * the built-in defaults, and validation with file:line:key messages. Used by
- * the master at start, on reload (SIGHUP) and by `tcpexecd -t`.
+ * The configuration: tcpexecd.conf (INI, parsed with inih) into struct
+ * config, the built-in defaults, and validation with file:line:key
+ * messages. Used by the master at start, on reload (SIGHUP) and by
+ * `tcpexecd -t`; the workers read the copy they inherited.
  */
 #ifndef TCPEXECD_CONFIG_H
 #define TCPEXECD_CONFIG_H
 
+#include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "addr.h"
 
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_PATH_MAX 256
+#define CONFIG_MAX_ITEMS 32     /* fixed args, env names, networks per command */
+#define CONFIG_MAX_COMMANDS 256
+
+enum line_mode { LINE_MODE_OFF, LINE_MODE_LOOPBACK, LINE_MODE_ALL };
+enum args_mode { ARGS_NONE, ARGS_ANY, ARGS_PATTERN };
+
+/* Resource limits of a command; RLIM_UNSET leaves the worker's own. */
+#define RLIM_UNSET (-1LL)
+enum { RL_CPU, RL_AS, RL_NPROC, RL_NOFILE, RL_FSIZE, RL_COUNT };
+
+/* One [command NAME] entry of the allowlist. Strings are owned by the
+ * struct config that holds the entry. */
+struct command {
+	char *name;
+	char *path;                      /* absolute executable; NULL with shell */
+	char *script;                    /* shell = yes: the /bin/sh -c script */
+	int shell;
+	char *args[CONFIG_MAX_ITEMS];     /* fixed leading arguments */
+	int nargs;
+	enum args_mode args_mode;
+	char *arg_pattern;               /* POSIX ERE, matched against the whole arg */
+	regex_t re;
+	int has_re;
+	int max_args;
+	uint64_t timeout_ms;
+	uint64_t output_limit;           /* bytes of stdout + stderr; 0 = none */
+	char *user, *group;
+	uid_t uid;
+	gid_t gid;
+	int has_uid, has_gid;
+	char *workdir;
+	char *env_names[CONFIG_MAX_ITEMS];  /* accepted from the client */
+	int nenv_names;
+	char *setenv[CONFIG_MAX_ITEMS];     /* NAME=value, fixed */
+	int nsetenv;
+	struct cidr allow[CONFIG_MAX_ITEMS];
+	int nallow;
+	int stdin_ok;
+	long long rlim[RL_COUNT];
+	int line;                        /* where it was defined */
+};
 
 struct config {
 	char source[CONFIG_PATH_MAX]; /* file it came from, or "(built-in)" */
@@ -33,6 +79,17 @@ struct config {
 	char control_socket[CONFIG_PATH_MAX];
 	char log_file[CONFIG_PATH_MAX];
 	int log_level;
+
+	/* Remote execution. */
+	enum line_mode line_mode;
+	uint64_t handshake_timeout_ms; /* connect -> request */
+	uint64_t idle_timeout_ms;      /* between frames and between requests */
+	uint64_t linger_ms;            /* after the command exits, for its output */
+	uint64_t kill_grace_ms;        /* SIGTERM -> SIGKILL at a timeout */
+	uint32_t max_frame;            /* largest frame payload accepted */
+
+	struct command *commands;      /* ncommands entries */
+	int ncommands;
 };
 
 /* Command-line values that override the file, kept across reloads. */
@@ -43,15 +100,17 @@ struct config_overrides {
 	const char *pidfile;    /* NULL = not set */
 };
 
-void config_defaults(struct config *c);
-/* Load path over the defaults and validate. If path is NULL the built-in
- * configuration is used. 0 on success; -1 with "file:line: key: reason" in
- * err. */
-int config_load(struct config *c, const char *path, char *err, size_t errlen);
-/* Apply overrides and check cross-field rules (min_spare <= max_spare ...). */
-int config_finish(struct config *c, const struct config_overrides *o,
-		  char *err, size_t errlen);
+/* Load path over the defaults and validate. path NULL means the built-in
+ * configuration (loopback listeners, a few harmless read-only commands).
+ * Returns a new config, or NULL with "file:line: key: reason" in err. */
+struct config *config_load(const char *path, const struct config_overrides *o,
+			   char *err, size_t errlen);
+void config_free(struct config *c);
+/* The entry called name, or NULL. */
+const struct command *config_command(const struct config *c, const char *name);
 /* "30", "30s", "500ms", "2m", "1h" -> milliseconds. 0 or -1. */
 int config_parse_duration(const char *s, uint64_t *ms);
+/* "4096", "64K", "16M", "1G" -> bytes. 0 or -1. */
+int config_parse_size(const char *s, uint64_t *bytes);
 
 #endif

@@ -68,7 +68,7 @@ int main(int argc, char **argv)
 	struct master_opts opts = { .ready_fd = -1 };
 	int foreground = 0, check = 0, status = 0, c;
 	const char *config_path = NULL;
-	struct config cfg;
+	struct config *cfg;
 	char err[512], *end;
 	long n;
 
@@ -123,17 +123,21 @@ int main(int argc, char **argv)
 	 * installed. A file named with -c must exist. */
 	if (!config_path && access(DEFAULT_CONFIG, F_OK) == 0)
 		config_path = DEFAULT_CONFIG;
-	if (config_load(&cfg, config_path, err, sizeof(err)) < 0 ||
-	    config_finish(&cfg, &opts.overrides, err, sizeof(err)) < 0) {
+	cfg = config_load(config_path, &opts.overrides, err, sizeof(err));
+	if (!cfg) {
 		fprintf(stderr, "tcpexecd: %s\n", err);
 		return EXIT_CONFIG;
 	}
-	if (check) {
-		printf("configuration %s is valid\n", cfg.source);
-		return EXIT_OK;
+	if (check || status) {
+		int rc = EXIT_OK;
+		if (check)
+			printf("configuration %s is valid (%d commands)\n", cfg->source,
+			       cfg->ncommands);
+		else
+			rc = control_query(cfg->control_socket);
+		config_free(cfg);
+		return rc;
 	}
-	if (status)
-		return control_query(cfg.control_socket);
 
 	opts.config_path = config_path;
 	if (foreground)
@@ -146,12 +150,12 @@ int main(int argc, char **argv)
 	if (opts.mode == START_DAEMON) {
 		opts.ready_fd = daemonize();
 		log_set_startup_fd(opts.ready_fd);
-		if (cfg.log_file[0] ? log_open(LOG_TARGET_FILE, cfg.log_file) < 0
+		if (cfg->log_file[0] ? log_open(LOG_TARGET_FILE, cfg->log_file) < 0
 				    : log_open(LOG_TARGET_SYSLOG, NULL) < 0)
-			fatal(EXIT_RUNTIME, "log file %s: %s", cfg.log_file, strerror(errno));
-	} else if (opts.mode == START_SYSTEMD && cfg.log_file[0]) {
-		if (log_open(LOG_TARGET_FILE, cfg.log_file) < 0)
-			fatal(EXIT_RUNTIME, "log file %s: %s", cfg.log_file, strerror(errno));
+			fatal(EXIT_RUNTIME, "log file %s: %s", cfg->log_file, strerror(errno));
+	} else if (opts.mode == START_SYSTEMD && cfg->log_file[0]) {
+		if (log_open(LOG_TARGET_FILE, cfg->log_file) < 0)
+			fatal(EXIT_RUNTIME, "log file %s: %s", cfg->log_file, strerror(errno));
 	}
-	return master_run(&opts, &cfg);
+	return master_run(&opts, cfg);
 }

@@ -49,7 +49,7 @@ enum stop_state { RUNNING, STOP_GRACEFUL, STOP_FAST };
 
 static struct {
 	const struct master_opts *opts;
-	struct config cfg;
+	struct config *cfg;        /* current; replaced on reload */
 	struct listener listeners[CONFIG_MAX_LISTEN];
 	int nlisteners;
 	struct scoreboard sb;
@@ -166,7 +166,7 @@ static int spawn_worker(void)
 		M.w[i].pipe_wr = -1;
 		close_master_fds();
 		s->pid = getpid();
-		ctx.cfg = &M.cfg;
+		ctx.cfg = M.cfg;
 		ctx.listeners = M.listeners;
 		ctx.nlisteners = M.nlisteners;
 		ctx.slot = s;
@@ -227,7 +227,7 @@ static void pool_tick(void)
 		struct slot *s = &M.sb.slots[i];
 		if (!M.w[i].pid)
 			continue;
-		if (now > s->heartbeat_ms + M.cfg.heartbeat_timeout_ms && !M.w[i].hung_killed) {
+		if (now > s->heartbeat_ms + M.cfg->heartbeat_timeout_ms && !M.w[i].hung_killed) {
 			log_warn("worker %ld hung (no heartbeat for %llu ms); killing it",
 				 (long)M.w[i].pid, (unsigned long long)(now - s->heartbeat_ms));
 			kill(M.w[i].pid, SIGKILL);
@@ -245,12 +245,12 @@ static void pool_tick(void)
 	pool_fill();
 
 	pool_count(&total, &idle);
-	if (idle < M.cfg.min_spare && total < M.cfg.max_workers && !M.backoff_ms) {
+	if (idle < M.cfg->min_spare && total < M.cfg->max_workers && !M.backoff_ms) {
 		int n = M.spawn_rate;
-		if (n > M.cfg.min_spare - idle)
-			n = M.cfg.min_spare - idle;
-		if (n > M.cfg.max_workers - total)
-			n = M.cfg.max_workers - total;
+		if (n > M.cfg->min_spare - idle)
+			n = M.cfg->min_spare - idle;
+		if (n > M.cfg->max_workers - total)
+			n = M.cfg->max_workers - total;
 		while (n-- > 0 && spawn_worker() == 0)
 			;
 		if (M.spawn_rate < SPAWN_RATE_MAX)
@@ -258,12 +258,12 @@ static void pool_tick(void)
 		return;
 	}
 	M.spawn_rate = 1;
-	if (idle > M.cfg.max_spare && total > M.floor) {
+	if (idle > M.cfg->max_spare && total > M.floor) {
 		for (int i = 0; i < M.sb.nslots; i++) {
 			if (M.w[i].pid && M.w[i].pipe_wr >= 0 && M.w[i].generation == M.generation &&
 			    M.sb.slots[i].state == WS_IDLE) {
 				log_info("retiring idle worker %ld (%d idle, max_spare %d)",
-					 (long)M.w[i].pid, idle, M.cfg.max_spare);
+					 (long)M.w[i].pid, idle, M.cfg->max_spare);
 				retire(i);
 				break;
 			}
@@ -414,22 +414,22 @@ static void apply_log_config(const struct config *c)
 static void reload(void)
 {
 	struct listener nl[CONFIG_MAX_LISTEN];
-	struct config nc;
+	struct config *nc;
 	char err[512];
 	int n;
 
 	log_notice("reloading configuration");
 	systemd_notify("RELOADING=1");
-	if (config_load(&nc, M.opts->config_path, err, sizeof(err)) < 0 ||
-	    config_finish(&nc, &M.opts->overrides, err, sizeof(err)) < 0)
+	nc = config_load(M.opts->config_path, &M.opts->overrides, err, sizeof(err));
+	if (!nc)
 		goto fail;
-	if (nc.max_workers * 2 > M.sb.nslots) {
+	if (nc->max_workers * 2 > M.sb.nslots) {
 		snprintf(err, sizeof(err),
 			 "max_workers cannot grow beyond %d without a restart "
 			 "(the scoreboard is sized at start)", M.sb.nslots / 2);
 		goto fail;
 	}
-	if (open_listeners(&nc, nl, &n, M.listeners, M.nlisteners, err, sizeof(err)) < 0)
+	if (open_listeners(nc, nl, &n, M.listeners, M.nlisteners, err, sizeof(err)) < 0)
 		goto fail;
 	for (int i = 0; i < M.nlisteners; i++) {
 		int kept = 0;
@@ -442,16 +442,17 @@ static void reload(void)
 	}
 	memcpy(M.listeners, nl, sizeof(nl[0]) * (size_t)n);
 	M.nlisteners = n;
-	if (strcmp(nc.pidfile, M.cfg.pidfile) || strcmp(nc.control_socket, M.cfg.control_socket) ||
-	    strcmp(nc.log_file, M.cfg.log_file))
+	if (strcmp(nc->pidfile, M.cfg->pidfile) || strcmp(nc->control_socket, M.cfg->control_socket) ||
+	    strcmp(nc->log_file, M.cfg->log_file))
 		log_notice("pidfile, control_socket and log_file changes take effect at restart");
-	memcpy(nc.pidfile, M.cfg.pidfile, sizeof(nc.pidfile));
-	memcpy(nc.control_socket, M.cfg.control_socket, sizeof(nc.control_socket));
-	memcpy(nc.log_file, M.cfg.log_file, sizeof(nc.log_file));
+	memcpy(nc->pidfile, M.cfg->pidfile, sizeof(nc->pidfile));
+	memcpy(nc->control_socket, M.cfg->control_socket, sizeof(nc->control_socket));
+	memcpy(nc->log_file, M.cfg->log_file, sizeof(nc->log_file));
+	config_free(M.cfg);
 	M.cfg = nc;
-	apply_log_config(&M.cfg);
+	apply_log_config(M.cfg);
 	M.generation++;
-	M.floor = M.cfg.workers;
+	M.floor = M.cfg->workers;
 	M.spawn_rate = 1;
 	/* Old workers finish their connection and leave; the sockets never
 	 * close, so clients queue for the new generation meanwhile. */
@@ -463,6 +464,7 @@ static void reload(void)
 	systemd_notify("READY=1\nSTATUS=configuration reloaded (generation %u)", M.generation);
 	return;
 fail:
+	config_free(nc);
 	log_err("reload failed: %s; keeping the current configuration", err);
 	systemd_notify("READY=1\nSTATUS=reload failed: %s", err);
 }
@@ -473,8 +475,8 @@ static void adjust_floor(int delta)
 
 	if (M.stop != RUNNING)
 		return;
-	if (M.floor + delta < 1 || M.floor + delta > M.cfg.max_workers) {
-		log_notice("worker floor stays at %d (range 1 to %d)", M.floor, M.cfg.max_workers);
+	if (M.floor + delta < 1 || M.floor + delta > M.cfg->max_workers) {
+		log_notice("worker floor stays at %d (range 1 to %d)", M.floor, M.cfg->max_workers);
 		return;
 	}
 	M.floor += delta;
@@ -507,7 +509,7 @@ static void handle_signals(void)
 			break;
 		case SIGTERM:
 			if (M.stop == RUNNING)
-				begin_stop(STOP_GRACEFUL, M.cfg.stop_timeout_ms ? M.cfg.stop_timeout_ms : 1);
+				begin_stop(STOP_GRACEFUL, M.cfg->stop_timeout_ms ? M.cfg->stop_timeout_ms : 1);
 			else
 				begin_stop(STOP_FAST, 0);
 			break;
@@ -559,7 +561,7 @@ static size_t status_report(void)
 	    (long)getpid(), M.generation, (unsigned long long)((now - M.started_ms) / 1000));
 	OUT("workers: total %d, starting %d, idle %d, busy %d, exiting %d (floor %d, max %d)\n",
 	    total, count[WS_STARTING], count[WS_IDLE], count[WS_BUSY], count[WS_EXITING],
-	    M.floor, M.cfg.max_workers);
+	    M.floor, M.cfg->max_workers);
 	OUT("served: %llu\n", (unsigned long long)served);
 	OUT("%-4s %7s %4s %-8s %8s %7s %-24s %s\n", "SLOT", "PID", "GEN", "STATE", "REQS", "AGE",
 	    "PEER", "COMMAND");
@@ -666,6 +668,7 @@ static void cleanup(void)
 	free(M.w);
 	free(M.status_buf);
 	close(M.sigfd);
+	config_free(M.cfg);
 }
 
 int master_run(const struct master_opts *opts, struct config *cfg)
@@ -673,19 +676,19 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 	char err[512];
 
 	M.opts = opts;
-	M.cfg = *cfg;
+	M.cfg = cfg;
 	M.ctlfd = M.pidfd = -1;
 	M.generation = 1;
-	M.floor = M.cfg.workers;
+	M.floor = M.cfg->workers;
 	M.spawn_rate = 1;
 	M.exit_code = EXIT_OK;
 	M.started_ms = now_ms();
-	apply_log_config(&M.cfg);
+	apply_log_config(M.cfg);
 
 	if (setup_signals() < 0)
 		fatal(EXIT_RUNTIME, "signals: %s", strerror(errno));
 
-	snprintf(M.pidfile, sizeof(M.pidfile), "%s", M.cfg.pidfile);
+	snprintf(M.pidfile, sizeof(M.pidfile), "%s", M.cfg->pidfile);
 	if (!M.pidfile[0] && opts->mode == START_DAEMON)
 		snprintf(M.pidfile, sizeof(M.pidfile), "%s", DEFAULT_DAEMON_PIDFILE);
 	if (M.pidfile[0]) {
@@ -696,7 +699,7 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 			fatal(EXIT_RUNTIME, "%s", err);
 	}
 
-	if (open_listeners(&M.cfg, M.listeners, &M.nlisteners, NULL, 0, err, sizeof(err)) < 0) {
+	if (open_listeners(M.cfg, M.listeners, &M.nlisteners, NULL, 0, err, sizeof(err)) < 0) {
 		if (M.pidfd >= 0)
 			pidfile_release(M.pidfile, M.pidfd);
 		fatal(EXIT_RUNTIME, "%s", err);
@@ -704,7 +707,7 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 
 	/* Twice max_workers: during a reload the old generation drains while
 	 * the new one starts, and both need slots. */
-	if (scoreboard_init(&M.sb, M.cfg.max_workers * 2) < 0)
+	if (scoreboard_init(&M.sb, M.cfg->max_workers * 2) < 0)
 		fatal(EXIT_RUNTIME, "scoreboard: %s", strerror(errno));
 	M.w = calloc((size_t)M.sb.nslots, sizeof(*M.w));
 	M.status_cap = 512 + (size_t)M.sb.nslots * 192;
@@ -714,8 +717,8 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 	for (int i = 0; i < M.sb.nslots; i++)
 		M.w[i].pipe_wr = -1;
 
-	if (M.cfg.control_socket[0]) {
-		snprintf(M.control_path, sizeof(M.control_path), "%s", M.cfg.control_socket);
+	if (M.cfg->control_socket[0]) {
+		snprintf(M.control_path, sizeof(M.control_path), "%s", M.cfg->control_socket);
 		if (mkparent(M.control_path) < 0 || (M.ctlfd = control_listen(M.control_path)) < 0)
 			log_warn("control socket %s: %s; status reports (-s) are disabled",
 				 M.control_path, strerror(errno));

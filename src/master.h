@@ -21,7 +21,8 @@ struct master_opts {
 	int ready_fd;              /* daemon mode: readiness pipe, else -1 */
 };
 
-/* Run until stopped; returns the process exit code. Takes ownership of cfg. */
+/* Run until stopped; returns the process exit code. Takes ownership of cfg
+ * (from config_load). */
 int master_run(const struct master_opts *opts, struct config *cfg);
 
 #endif

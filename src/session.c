@@ -1,95 +1,811 @@
 // SPDX-License-Identifier: MIT
 /*
- * One client connection inside a worker. This placeholder greets the
- * client with the serving worker's pid and echoes what it sends until it
- * half-closes: enough to exercise the process model end to end.
+ * One client connection inside a worker, from accept to close: tell a
+ * framed client from a line-mode one by its first byte, read requests,
+ * ask the policy, start the command (runner.c), relay stdin / stdout /
+ * stderr full-duplex with back-pressure both ways, enforce the timeouts and
+ * the output cap, report the exit status, and write one audit record per
+ * request.
  */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "log.h"
+#include "policy.h"
+#include "protocol.h"
+#include "runner.h"
 #include "session.h"
 #include "tcpexecd.h"
 
-static int check_term(int sigfd)
+#define OBUF_CAP (256u << 10)       /* frames waiting for the client */
+#define CHUNK (64u << 10)           /* one read from a command's pipe */
+#define LINE_MAX_LEN (64u << 10)    /* line mode: longest command line */
+#define LINE_QUIET_MS 200           /* line mode: a partial line then silence */
+#define LINE_MAX_WORDS 256
+
+/* Buffers live for the worker's lifetime: no allocation per connection.
+ * rbuf holds the largest frame the configuration accepts; untouched pages
+ * cost nothing. */
+static uint8_t rbuf[PROTO_MAX_PAYLOAD_CEILING + PROTO_HEADER_LEN];
+static char strbuf[PROTO_MAX_PAYLOAD_CEILING];
+static uint8_t obuf[OBUF_CAP];
+
+enum end {
+	END_OK = 0,       /* go on with the connection */
+	END_CLOSE,        /* close the connection (client gone, protocol error) */
+	END_TERM,         /* SIGTERM: close and let the worker exit */
+};
+
+struct conn {
+	const struct session_ctx *ctx;
+	const struct config *cfg;
+	int fd;
+	const struct sockaddr *peer;
+	char host[64];
+	unsigned port;
+	size_t rlen;        /* bytes in rbuf */
+	size_t rcap;        /* max_frame + header */
+	size_t olen, ooff;  /* obuf: pending bytes are [ooff, olen) */
+	int eof;            /* the client sent FIN */
+	int raw;            /* line mode: no framing on output */
+	int retiring;       /* the master pipe reached EOF */
+};
+
+/* What happened to one request, for the final frame and the audit. */
+struct outcome {
+	int status;           /* wait status, valid when exited */
+	int exited;
+	int error;            /* PROTO_ERR_* instead of an EXIT frame, or 0 */
+	char why[256];
+	uint64_t bytes_in, bytes_out;
+	uint64_t started_ms;
+};
+
+static int check_signals(int sigfd)
 {
 	struct signalfd_siginfo si;
 
 	while (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGTERM)
 			return -1;
-		log_reopen();
+		if (si.ssi_signo == SIGUSR1)
+			log_reopen();
 	}
 	return 0;
 }
 
-/* 0 sent, -1 connection error, -2 SIGTERM */
-static int send_all(int fd, const char *buf, size_t len, int sigfd)
+static void obuf_compact(struct conn *c)
 {
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
+	if (c->ooff == 0)
+		return;
+	memmove(obuf, obuf + c->ooff, c->olen - c->ooff);
+	c->olen -= c->ooff;
+	c->ooff = 0;
+}
+
+/* Write what the socket takes now. -1 when the client is gone. */
+static int conn_write(struct conn *c)
+{
+	while (c->ooff < c->olen) {
+		ssize_t n = send(c->fd, obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
 		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
+			c->ooff += (size_t)n;
 			continue;
 		}
-		if (n < 0 && errno != EAGAIN && errno != EINTR)
-			return -1;
-		struct pollfd p[2] = { { .fd = fd, .events = POLLOUT }, { .fd = sigfd, .events = POLLIN } };
-		if (poll(p, 2, 1000) < 0 && errno != EINTR)
-			return -1;
-		if (p[1].revents && check_term(sigfd) < 0)
-			return -2;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return 0;
+		return -1;
+	}
+	c->ooff = c->olen = 0;
+	return 0;
+}
+
+/* Read what the socket has now into rbuf. -1 on a reset, 0 otherwise
+ * (c->eof is set on FIN). */
+static int conn_read(struct conn *c)
+{
+	while (c->rlen < c->rcap && !c->eof) {
+		ssize_t n = recv(c->fd, rbuf + c->rlen, c->rcap - c->rlen, 0);
+		if (n > 0) {
+			c->rlen += (size_t)n;
+			continue;
+		}
+		if (n == 0) {
+			c->eof = 1;
+			break;
+		}
+		if (errno == EAGAIN || errno == EINTR)
+			break;
+		return -1;
 	}
 	return 0;
 }
 
-int session_serve(const struct session_ctx *ctx, int conn, const struct sockaddr *peer,
+static void rbuf_consume(struct conn *c, size_t n)
+{
+	memmove(rbuf, rbuf + n, c->rlen - n);
+	c->rlen -= n;
+}
+
+/* Wait until the socket is readable (want_read) or obuf drained, or the
+ * deadline passes. 1 ready, 0 deadline, -1 client gone, -2 SIGTERM. */
+static int conn_wait(struct conn *c, int want_read, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = now_ms();
+		struct pollfd p[3] = {
+			{ .fd = c->fd, .events = (short)((want_read ? POLLIN : 0) |
+							 (c->olen > c->ooff ? POLLOUT : 0)) },
+			{ .fd = c->ctx->sigfd, .events = POLLIN },
+			{ .fd = c->retiring ? -1 : c->ctx->master_fd, .events = POLLIN },
+		};
+		int t;
+
+		c->ctx->slot->heartbeat_ms = now;
+		if (!want_read && c->olen == c->ooff)
+			return 1;
+		if (now >= deadline)
+			return 0;
+		t = deadline - now > 1000 ? 1000 : (int)(deadline - now);
+		if (poll(p, 3, t) < 0 && errno != EINTR)
+			return -1;
+		if (p[1].revents && check_signals(c->ctx->sigfd) < 0)
+			return -2;
+		if (p[2].revents) {
+			c->retiring = 1;
+			return 1; /* the caller looks again, now knowing */
+		}
+		if (p[0].revents & POLLOUT && conn_write(c) < 0)
+			return -1;
+		if (p[0].revents & (POLLERR | POLLHUP) && !(p[0].revents & POLLIN))
+			return -1;
+		if (want_read && p[0].revents & POLLIN)
+			return 1;
+	}
+}
+
+/* Queue a frame built by an encoder; the frames queued here are small. */
+static void queue_error(struct conn *c, int code, const char *msg)
+{
+	long n;
+
+	obuf_compact(c);
+	if (c->raw) {
+		n = snprintf((char *)obuf + c->olen, OBUF_CAP - c->olen, "tcpexecd: %s: %s\n",
+			     proto_error_name(code), msg);
+		if (n > 0)
+			c->olen += (size_t)n < OBUF_CAP - c->olen ? (size_t)n : OBUF_CAP - c->olen;
+		return;
+	}
+	n = proto_encode_error(obuf + c->olen, OBUF_CAP - c->olen, code, msg);
+	if (n > 0)
+		c->olen += (size_t)n;
+}
+
+/* Send everything queued, within the idle timeout. */
+static enum end flush(struct conn *c)
+{
+	int r = conn_wait(c, 0, now_ms() + c->cfg->idle_timeout_ms);
+	return r == 1 ? END_OK : r == -2 ? END_TERM : END_CLOSE;
+}
+
+/* Audit: one record per request. Arguments are escaped so that a
+ * newline or a quote in an argument cannot forge a log line. */
+static void escape(char *dst, size_t cap, char *const *argv, int argc)
+{
+	size_t o = 0;
+
+	for (int i = 0; i < argc && o + 8 < cap; i++) {
+		if (i)
+			dst[o++] = ' ';
+		dst[o++] = '"';
+		for (const unsigned char *s = (const unsigned char *)argv[i]; *s && o + 6 < cap; s++) {
+			if (*s == '"' || *s == '\\') {
+				dst[o++] = '\\';
+				dst[o++] = (char)*s;
+			} else if (*s < 0x20 || *s >= 0x7f) {
+				o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", *s);
+			} else {
+				dst[o++] = (char)*s;
+			}
+		}
+		dst[o++] = '"';
+	}
+	dst[o < cap ? o : cap - 1] = '\0';
+}
+
+static void audit(const struct conn *c, char *const *argv, int argc, const char *decision,
+		  const struct outcome *oc)
+{
+	char args[1024], status[64];
+
+	escape(args, sizeof(args), argv, argc);
+	if (oc->error)
+		snprintf(status, sizeof(status), "error:%s", proto_error_name(oc->error));
+	else if (!oc->exited)
+		snprintf(status, sizeof(status), "none");
+	else if (WIFSIGNALED(oc->status))
+		snprintf(status, sizeof(status), "signal:%d%s", WTERMSIG(oc->status),
+			 WCOREDUMP(oc->status) ? "+core" : "");
+	else
+		snprintf(status, sizeof(status), "exit:%d", WEXITSTATUS(oc->status));
+	log_msg(strcmp(decision, "allow") == 0 ? LOG_INFO : LOG_NOTICE,
+		"%s peer=%s:%u command=%.64s argv=[%s] status=%s duration_ms=%llu in=%llu "
+		"out=%llu worker=%ld%s%s",
+		decision, c->host, c->port, argc > 0 ? argv[0] : "", args, status,
+		(unsigned long long)(oc->started_ms ? now_ms() - oc->started_ms : 0),
+		(unsigned long long)oc->bytes_in, (unsigned long long)oc->bytes_out,
+		(long)getpid(), oc->why[0] ? " reason=" : "", oc->why);
+}
+
+/* Signals a client may forward to its command (Ctrl-C and friends). */
+static int signal_allowed(int sig)
+{
+	switch (sig) {
+	case SIGHUP: case SIGINT: case SIGQUIT: case SIGTERM: case SIGKILL:
+	case SIGUSR1: case SIGUSR2: case SIGALRM: case SIGWINCH: case SIGCONT:
+		return 1;
+	}
+	return 0;
+}
+
+/* Framed mode, while a command runs: act on the client's frames in rbuf.
+ * STDIN data is written to the command as far as its pipe takes it; the
+ * rest waits in rbuf (back-pressure: rbuf fills, the socket is no longer
+ * read, the client's sends block). Returns 1 when the command's stdin pipe
+ * is full, 0 when every whole frame was used, -1 on a protocol error. */
+static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
+			struct outcome *oc)
+{
+	struct proto_frame f;
+	long n;
+
+	while ((n = proto_frame_parse(rbuf, c->rlen, c->cfg->max_frame, &f)) > 0) {
+		int sig;
+
+		switch (f.type) {
+		case PROTO_STDIN:
+			if (r->in_fd >= 0 && *stdin_off < f.len) {
+				ssize_t w = write(r->in_fd, f.payload + *stdin_off, f.len - *stdin_off);
+				if (w < 0 && errno == EAGAIN)
+					return 1;
+				if (w < 0) {
+					/* The command closed its stdin: the rest of the
+					 * client's input is discarded, as a pipe would. */
+					runner_close_fd(&r->in_fd);
+				} else {
+					*stdin_off += (size_t)w;
+					oc->bytes_in += (size_t)w;
+					if (*stdin_off < f.len)
+						return 1;
+				}
+			}
+			break;
+		case PROTO_STDIN_EOF:
+			runner_close_fd(&r->in_fd);
+			break;
+		case PROTO_SIGNAL:
+			if (proto_decode_signal(&f, &sig) == 0 && signal_allowed(sig))
+				runner_signal(r, sig);
+			break;
+		default:
+			snprintf(oc->why, sizeof(oc->why), "unexpected %s frame while a command runs",
+				 proto_type_name(f.type));
+			return -1;
+		}
+		*stdin_off = 0;
+		rbuf_consume(c, (size_t)n);
+	}
+	if (n < 0) {
+		snprintf(oc->why, sizeof(oc->why), "%s", n == -EMSGSIZE ? "frame too large"
+									 : "malformed frame");
+		return -1;
+	}
+	return 0;
+}
+
+/* Move one chunk from a command pipe into obuf, framed (or raw in line
+ * mode); close the pipe at EOF. */
+static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
+		       struct outcome *oc)
+{
+	size_t hdr = c->raw ? 0 : PROTO_HEADER_LEN, room;
+	ssize_t n;
+
+	obuf_compact(c);
+	room = OBUF_CAP - c->olen - hdr;
+	if (room > CHUNK)
+		room = CHUNK;
+	if (limit && limit - oc->bytes_out + 1 < room)
+		room = (size_t)(limit - oc->bytes_out) + 1; /* one byte over tells */
+	n = read(*fd, obuf + c->olen + hdr, room);
+	if (n == 0)
+		runner_close_fd(fd);
+	if (n <= 0)
+		return;
+	if (limit && oc->bytes_out + (uint64_t)n > limit) {
+		n = (ssize_t)(limit - oc->bytes_out);
+		oc->error = PROTO_ERR_OUTPUT_LIMIT;
+		snprintf(oc->why, sizeof(oc->why), "output exceeded %llu bytes",
+			 (unsigned long long)limit);
+	}
+	if (n == 0)
+		return;
+	if (!c->raw)
+		proto_put_header(obuf + c->olen, type, (uint32_t)n);
+	c->olen += hdr + (size_t)n;
+	oc->bytes_out += (uint64_t)n;
+}
+
+/* Run one allowed command and relay until it is over. */
+static enum end relay(struct conn *c, const struct policy_exec *ex, struct runner *r,
+		      uint64_t timeout_ms, struct outcome *oc)
+{
+	const struct command *cmd = ex->cmd;
+	uint64_t term_at = timeout_ms ? r->started_ms + timeout_ms : UINT64_MAX;
+	uint64_t kill_at = UINT64_MAX, linger_at = UINT64_MAX;
+	size_t stdin_off = 0;
+	enum end end = END_OK;
+	int stdin_full = 0;
+
+	for (;;) {
+		uint64_t now = now_ms(), next;
+		int out_room, t;
+		struct pollfd p[7];
+
+		c->ctx->slot->heartbeat_ms = now;
+		if (!c->raw && (stdin_full = feed_command(c, r, &stdin_off, oc)) < 0) {
+			oc->error = PROTO_ERR_BAD_REQUEST;
+			end = END_CLOSE;
+			break;
+		}
+		if (oc->error == PROTO_ERR_OUTPUT_LIMIT)
+			break;
+		if (oc->exited && r->out_fd < 0 && r->err_fd < 0)
+			break;
+		if (now >= linger_at)
+			break; /* a background child holds the pipes: stop waiting */
+		if (now >= term_at) {
+			runner_signal(r, SIGTERM);
+			term_at = UINT64_MAX;
+			kill_at = now + c->cfg->kill_grace_ms;
+			oc->error = PROTO_ERR_TIMEOUT;
+			snprintf(oc->why, sizeof(oc->why), "%s ran longer than %llu ms", cmd->name,
+				 (unsigned long long)timeout_ms);
+		}
+		if (now >= kill_at) {
+			runner_signal(r, SIGKILL);
+			kill_at = UINT64_MAX;
+		}
+
+		obuf_compact(c);
+		out_room = OBUF_CAP - c->olen >= CHUNK + PROTO_HEADER_LEN;
+		p[0] = (struct pollfd){ .fd = c->fd,
+			.events = (short)((c->rlen < c->rcap && !c->eof ? POLLIN : 0) |
+					  (c->olen > c->ooff ? POLLOUT : 0)) };
+		p[1] = (struct pollfd){ .fd = c->ctx->sigfd, .events = POLLIN };
+		p[2] = (struct pollfd){ .fd = out_room ? r->out_fd : -1, .events = POLLIN };
+		p[3] = (struct pollfd){ .fd = out_room ? r->err_fd : -1, .events = POLLIN };
+		p[4] = (struct pollfd){ .fd = stdin_full ? r->in_fd : -1, .events = POLLOUT };
+		p[5] = (struct pollfd){ .fd = oc->exited ? -1 : r->pidfd, .events = POLLIN };
+		p[6] = (struct pollfd){ .fd = c->retiring ? -1 : c->ctx->master_fd, .events = POLLIN };
+		/* Wake at least once a second for the heartbeat. */
+		next = now + 1000;
+		if (term_at < next)
+			next = term_at;
+		if (kill_at < next)
+			next = kill_at;
+		if (linger_at < next)
+			next = linger_at;
+		t = next > now ? (int)(next - now) : 0;
+		if (poll(p, 7, t) < 0 && errno != EINTR)
+			break;
+
+		if (p[1].revents && check_signals(c->ctx->sigfd) < 0) {
+			end = END_TERM;
+			break;
+		}
+		if (p[6].revents)
+			c->retiring = 1;
+		/* POLLHUP: both directions are shut, nobody reads the output. */
+		if (p[0].revents & (POLLHUP | POLLERR))
+			goto vanished;
+		if (p[0].revents & POLLOUT && conn_write(c) < 0)
+			goto vanished;
+		if (p[0].revents & POLLIN) {
+			if (conn_read(c) < 0)
+				goto vanished;
+			/* A framed client never half-closes while its command
+			 * runs (it sends STDIN_EOF instead): FIN means it is gone.
+			 * A line-mode client may (nc -N); then only a failed
+			 * write tells that it left. */
+			if (c->eof && !c->raw)
+				goto vanished;
+		}
+		if (p[2].revents)
+			pump_output(c, &r->out_fd, PROTO_STDOUT, cmd->output_limit, oc);
+		if (p[3].revents)
+			pump_output(c, &r->err_fd, PROTO_STDERR, cmd->output_limit, oc);
+		if (p[5].revents & POLLIN && runner_peek(r, &oc->status)) {
+			oc->exited = 1;
+			linger_at = now_ms() + c->cfg->linger_ms;
+		}
+	}
+	goto done;
+
+vanished:
+	snprintf(oc->why, sizeof(oc->why), "client vanished");
+	end = END_CLOSE;
+done:
+	if (!oc->exited && runner_peek(r, &oc->status))
+		oc->exited = 1;
+	if (!oc->exited) {
+		/* Killed below; wait for the status to report it. */
+		runner_signal(r, SIGKILL);
+		while (waitid(P_PID, (id_t)r->pid, &(siginfo_t){ 0 }, WEXITED | WNOWAIT) < 0 &&
+		       errno == EINTR)
+			;
+		oc->exited = runner_peek(r, &oc->status);
+	}
+	runner_finish(r);
+	return end;
+}
+
+static void describe_exit(const struct outcome *oc, struct proto_exit *e)
+{
+	e->signaled = WIFSIGNALED(oc->status);
+	e->value = e->signaled ? WTERMSIG(oc->status) : WEXITSTATUS(oc->status);
+	e->core = e->signaled && WCOREDUMP(oc->status);
+	e->duration_us = (now_ms() - oc->started_ms) * 1000;
+}
+
+/* One request, framed or line mode: decide, run, report. */
+static enum end run_request(struct conn *c, int argc, char *const argv[], int envc,
+			    char *const envp[], uint32_t timeout_ms, int with_stdin)
+{
+	struct outcome oc = { .started_ms = now_ms() };
+	struct policy_exec ex;
+	struct runner r;
+	enum policy_verdict v;
+	enum end end;
+	uint64_t limit;
+	char err[256];
+
+	v = policy_check(c->cfg, c->peer, argc, argv, envc, envp, &ex, oc.why, sizeof(oc.why));
+	if (v != POLICY_ALLOW) {
+		oc.error = v == POLICY_UNKNOWN ? PROTO_ERR_UNKNOWN_COMMAND
+			 : v == POLICY_DENIED ? PROTO_ERR_NOT_ALLOWED : PROTO_ERR_BAD_REQUEST;
+		audit(c, argv, argc, "deny", &oc);
+		queue_error(c, oc.error, oc.why);
+		return flush(c);
+	}
+
+	snprintf(c->ctx->slot->command, sizeof(c->ctx->slot->command), "%s", ex.cmd->name);
+	struct runner_opts ro = {
+		.remote_addr = c->host, .remote_port = c->port,
+		.client_env = envp, .nclient_env = envc,
+		.with_stdin = with_stdin && ex.cmd->stdin_ok,
+		.merge_stderr = c->raw,
+	};
+	if (runner_start(&ex, &ro, &r, err, sizeof(err)) < 0) {
+		oc.error = PROTO_ERR_SPAWN_FAILED;
+		snprintf(oc.why, sizeof(oc.why), "%s", err);
+		audit(c, argv, argc, "allow", &oc);
+		queue_error(c, oc.error, err);
+		return flush(c);
+	}
+	oc.started_ms = r.started_ms;
+	/* The client may ask for a shorter limit, never a longer one. */
+	limit = ex.cmd->timeout_ms;
+	if (timeout_ms && (limit == 0 || timeout_ms < limit))
+		limit = timeout_ms;
+	end = relay(c, &ex, &r, limit, &oc);
+	audit(c, argv, argc, "allow", &oc);
+	if (end != END_OK && end != END_CLOSE)
+		return end;
+	if (end == END_CLOSE && strcmp(oc.why, "client vanished") == 0)
+		return END_CLOSE;
+
+	obuf_compact(c);
+	if (oc.error) {
+		queue_error(c, oc.error, oc.why);
+	} else if (!c->raw) {
+		struct proto_exit e;
+		long n;
+		describe_exit(&oc, &e);
+		n = proto_encode_exit(obuf + c->olen, OBUF_CAP - c->olen, &e);
+		if (n > 0)
+			c->olen += (size_t)n;
+	}
+	if (flush(c) != END_OK)
+		return END_CLOSE;
+	return end;
+}
+
+/* Framed mode: wait for one whole frame. 1 with *f, or an end. */
+static int next_frame(struct conn *c, uint64_t deadline, int timeout_code,
+		      struct proto_frame *f, long *used)
+{
+	for (;;) {
+		long n = proto_frame_parse(rbuf, c->rlen, c->cfg->max_frame, f);
+		int w;
+
+		if (n > 0) {
+			*used = n;
+			return 1;
+		}
+		if (n < 0) {
+			queue_error(c, n == -EMSGSIZE ? PROTO_ERR_TOO_LARGE : PROTO_ERR_BAD_REQUEST,
+				    n == -EMSGSIZE ? "frame larger than max_frame" : "malformed frame");
+			log_notice("closing %s:%u: %s", c->host, c->port,
+				   n == -EMSGSIZE ? "frame too large" : "malformed frame");
+			flush(c);
+			return -END_CLOSE;
+		}
+		if (c->eof)
+			return -END_CLOSE;
+		if (c->retiring && c->rlen == 0)
+			return -END_CLOSE; /* between requests: leave now */
+		w = conn_wait(c, 1, deadline);
+		if (w == -2)
+			return -END_TERM;
+		if (w < 0)
+			return -END_CLOSE;
+		if (w == 0) {
+			queue_error(c, timeout_code, timeout_code == PROTO_ERR_HANDSHAKE_TIMEOUT
+				    ? "no request before handshake_timeout"
+				    : "nothing received for idle_timeout");
+			log_notice("closing %s:%u: %s", c->host, c->port,
+				   proto_error_name(timeout_code));
+			flush(c);
+			return -END_CLOSE;
+		}
+		if (conn_read(c) < 0)
+			return -END_CLOSE;
+	}
+}
+
+static enum end framed(struct conn *c, uint64_t handshake_deadline)
+{
+	struct proto_hello hello, ok = { .software = "tcpexecd/" TCPEXECD_VERSION,
+					 .software_len = sizeof("tcpexecd/" TCPEXECD_VERSION) - 1,
+					 .auth_method = -1 };
+	struct proto_request req;
+	struct proto_frame f;
+	long used, n;
+	int r, first = 1;
+
+	r = next_frame(c, handshake_deadline, PROTO_ERR_HANDSHAKE_TIMEOUT, &f, &used);
+	if (r < 0)
+		return (enum end)-r;
+	r = proto_decode_hello(&f, &hello);
+	if (r < 0 || proto_version_choose(hello.version) < 0) {
+		queue_error(c, r == -EPROTONOSUPPORT || r == 0 ? PROTO_ERR_VERSION
+							      : PROTO_ERR_BAD_REQUEST,
+			    r == 0 || r == -EPROTONOSUPPORT ? "unsupported protocol version or field"
+							    : "malformed HELLO");
+		log_notice("closing %s:%u: bad HELLO", c->host, c->port);
+		flush(c);
+		return END_CLOSE;
+	}
+	rbuf_consume(c, (size_t)used);
+	ok.version = (uint8_t)proto_version_choose(hello.version);
+	ok.max_payload = c->cfg->max_frame;
+	n = proto_encode_hello(obuf + c->olen, OBUF_CAP - c->olen, PROTO_HELLO_OK, &ok);
+	if (n > 0)
+		c->olen += (size_t)n;
+	/* Sent at once, without waiting: a client may pipeline HELLO and
+	 * REQUEST (one round trip serves both) or wait for HELLO_OK. */
+	if (conn_write(c) < 0)
+		return END_CLOSE;
+
+	for (;;) {
+		uint64_t deadline = first ? handshake_deadline : now_ms() + c->cfg->idle_timeout_ms;
+		enum end end;
+
+		if (c->retiring && c->rlen == 0)
+			return END_CLOSE;
+		r = next_frame(c, deadline, first ? PROTO_ERR_HANDSHAKE_TIMEOUT
+						  : PROTO_ERR_IDLE_TIMEOUT, &f, &used);
+		if (r < 0)
+			return (enum end)-r;
+		if (f.type == PROTO_STDIN || f.type == PROTO_STDIN_EOF || f.type == PROTO_SIGNAL) {
+			/* Late input for a command that already ended. */
+			rbuf_consume(c, (size_t)used);
+			continue;
+		}
+		if (f.type != PROTO_REQUEST) {
+			queue_error(c, PROTO_ERR_BAD_REQUEST, "expected a REQUEST frame");
+			flush(c);
+			return END_CLOSE;
+		}
+		r = proto_decode_request(&f, &req, strbuf, sizeof(strbuf));
+		if (r < 0) {
+			queue_error(c, r == -E2BIG ? PROTO_ERR_TOO_LARGE : PROTO_ERR_BAD_REQUEST,
+				    r == -E2BIG ? "too many arguments or variables" : "malformed REQUEST");
+			log_notice("closing %s:%u: malformed REQUEST", c->host, c->port);
+			flush(c);
+			return END_CLOSE;
+		}
+		/* The strings were copied to strbuf: the frame can go. */
+		rbuf_consume(c, (size_t)used);
+		first = 0;
+		end = run_request(c, req.argc, req.argv, req.envc, req.envp, req.timeout_ms,
+				  !(req.flags & PROTO_RF_NO_STDIN));
+		c->ctx->slot->command[0] = '\0';
+		if (end != END_OK)
+			return end;
+	}
+}
+
+/* Line mode: split a line into words. Whitespace separates; '...' and
+ * "..." group; a backslash escapes the next character. Nothing else is
+ * special: no variables, globs, redirections or command separators. */
+static int split_words(char *line, char **argv, int max, const char **why)
+{
+	char *in = line, *out = line;
+	int argc = 0;
+
+	for (;;) {
+		while (*in == ' ' || *in == '\t')
+			in++;
+		if (!*in)
+			break;
+		if (argc == max) {
+			*why = "too many words";
+			return -1;
+		}
+		argv[argc++] = out;
+		while (*in && *in != ' ' && *in != '\t') {
+			char q = *in;
+			if (q == '\'' || q == '"') {
+				in++;
+				while (*in && *in != q) {
+					if (q == '"' && *in == '\\' && in[1])
+						in++;
+					*out++ = *in++;
+				}
+				if (!*in) {
+					*why = "unbalanced quote";
+					return -1;
+				}
+				in++;
+			} else if (q == '\\' && in[1]) {
+				in++;
+				*out++ = *in++;
+			} else {
+				*out++ = *in++;
+			}
+		}
+		if (*in)
+			in++;
+		*out++ = '\0';
+	}
+	argv[argc] = NULL;
+	return argc;
+}
+
+static enum end line_mode(struct conn *c, uint64_t deadline)
+{
+	char *argv[LINE_MAX_WORDS + 1];
+
+	c->raw = 1;
+	for (;;) {
+		uint8_t *nl = memchr(rbuf, '\n', c->rlen);
+		size_t len;
+		const char *why = NULL;
+		int argc, w;
+
+		if (c->retiring && c->rlen == 0)
+			return END_CLOSE;
+
+		if (!nl && c->rlen < LINE_MAX_LEN && !c->eof) {
+			/* A partial line followed by a quiet period counts as a
+			 * line: the tutorial client writes a command without a
+			 * newline and waits for the answer. */
+			uint64_t until = c->rlen ? now_ms() + LINE_QUIET_MS : deadline;
+			w = conn_wait(c, 1, until);
+			if (w == -2)
+				return END_TERM;
+			if (w < 0)
+				return END_CLOSE;
+			if (w == 1) {
+				if (conn_read(c) < 0)
+					return END_CLOSE;
+				continue;
+			}
+			if (c->rlen == 0) {
+				log_notice("closing %s:%u: line mode idle", c->host, c->port);
+				return END_CLOSE;
+			}
+		}
+		if (!nl && c->rlen >= LINE_MAX_LEN) {
+			queue_error(c, PROTO_ERR_TOO_LARGE, "line longer than 65536 bytes");
+			flush(c);
+			return END_CLOSE;
+		}
+		if (c->rlen == 0)
+			return END_CLOSE; /* EOF after the last line */
+		len = nl ? (size_t)(nl - rbuf) : c->rlen;
+		if (len && rbuf[len - 1] == '\r')
+			len--;
+		memcpy(strbuf, rbuf, len);
+		strbuf[len] = '\0';
+		rbuf_consume(c, nl ? (size_t)(nl - rbuf) + 1 : c->rlen);
+		if (memchr(strbuf, '\0', len)) {
+			queue_error(c, PROTO_ERR_BAD_REQUEST, "NUL byte in the line");
+		} else if ((argc = split_words(strbuf, argv, LINE_MAX_WORDS, &why)) < 0) {
+			queue_error(c, PROTO_ERR_BAD_REQUEST, why);
+		} else if (argc > 0) {
+			enum end end = run_request(c, argc, argv, 0, NULL, 0, 0);
+			c->ctx->slot->command[0] = '\0';
+			if (end != END_OK)
+				return end;
+		}
+		if (flush(c) != END_OK)
+			return END_CLOSE;
+		if (c->retiring)
+			return END_CLOSE;
+		deadline = now_ms() + c->cfg->idle_timeout_ms;
+	}
+}
+
+static int line_mode_allowed(const struct conn *c)
+{
+	switch (c->cfg->line_mode) {
+	case LINE_MODE_ALL:
+		return 1;
+	case LINE_MODE_LOOPBACK:
+		return addr_is_local(c->peer);
+	default:
+		return 0;
+	}
+}
+
+int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *peer,
 		  socklen_t peerlen)
 {
-	char buf[16384];
-	int len, rc = 0;
+	struct conn c = { .ctx = ctx, .cfg = ctx->cfg, .fd = fd, .peer = peer };
+	uint64_t deadline = now_ms() + ctx->cfg->handshake_timeout_ms;
+	enum end end = END_CLOSE;
+	int w;
 
-	len = snprintf(buf, sizeof(buf), "tcpexecd worker %ld\n", (long)getpid());
-	if (send_all(conn, buf, (size_t)len, ctx->sigfd) == -2) {
-		rc = -1;
-		goto out;
+	c.rcap = ctx->cfg->max_frame + PROTO_HEADER_LEN;
+	addr_host(peer, peerlen, c.host, sizeof(c.host));
+	c.port = addr_port(peer);
+
+	/* The first byte tells a framed client from a line-mode one. */
+	while (c.rlen == 0 && !c.eof) {
+		w = conn_wait(&c, 1, deadline);
+		if (w == -2) {
+			end = END_TERM;
+			goto out;
+		}
+		if (w <= 0 || conn_read(&c) < 0)
+			goto out;
 	}
-	for (;;) {
-		struct pollfd p[2] = { { .fd = conn, .events = POLLIN },
-				       { .fd = ctx->sigfd, .events = POLLIN } };
-		ssize_t n;
-
-		ctx->slot->heartbeat_ms = now_ms();
-		if (poll(p, 2, 1000) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents && check_term(ctx->sigfd) < 0) {
-			rc = -1;
-			break;
-		}
-		if (!p[0].revents)
-			continue;
-		n = read(conn, buf, sizeof(buf));
-		if (n == 0)
-			break;
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			break;
-		}
-		int s = send_all(conn, buf, (size_t)n, ctx->sigfd);
-		if (s == -2)
-			rc = -1;
-		if (s < 0)
-			break;
+	if (c.rlen == 0)
+		goto out;
+	if (proto_is_framed(rbuf[0])) {
+		end = framed(&c, deadline);
+	} else if (line_mode_allowed(&c)) {
+		end = line_mode(&c, deadline);
+	} else {
+		c.raw = 1;
+		queue_error(&c, PROTO_ERR_BAD_REQUEST, "line mode is not enabled for this address");
+		log_notice("closing %s:%u: line mode is not enabled for it", c.host, c.port);
+		flush(&c);
 	}
 out:
-	close(conn);
-	(void)peer;
-	(void)peerlen;
-	return rc;
+	close(fd);
+	return end == END_TERM ? -1 : 0;
 }

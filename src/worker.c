@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -154,6 +156,13 @@ void worker_run(const struct worker_ctx *ctx)
 					 ACCEPT_PAUSE_MS);
 				pause_until = now_ms() + ACCEPT_PAUSE_MS;
 				break;
+			}
+			if (peer.ss_family != AF_UNIX) {
+				/* Replies are small and come in a few writes: without
+				 * NODELAY, Nagle and the peer's delayed ACK would add
+				 * tens of milliseconds to each command. */
+				int one = 1;
+				setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			}
 			slot->busy_since_ms = now_ms();
 			addr_format((struct sockaddr *)&peer, plen, slot->peer, sizeof(slot->peer));

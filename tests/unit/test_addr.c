@@ -76,5 +76,34 @@ int main(void)
 	CHECK(addr_is_local((struct sockaddr *)&a.sa) && addr_port((struct sockaddr *)&a.sa) == 1);
 	addr_parse("[::2]:1", &a, err, sizeof(err));
 	CHECK(!addr_is_local((struct sockaddr *)&a.sa));
+
+	{
+		struct cidr n;
+		struct addr p4, p6;
+		CHECK(addr_cidr_parse("10.0.0.0/8", &n, err, sizeof(err)) == 0 && n.prefix == 8);
+		addr_parse("10.200.1.1:1", &p4, err, sizeof(err));
+		CHECK(addr_cidr_match(&n, (struct sockaddr *)&p4.sa));
+		addr_parse("[::ffff:10.9.9.9]:1", &p6, err, sizeof(err));
+		CHECK(addr_cidr_match(&n, (struct sockaddr *)&p6.sa)); /* mapped */
+		addr_parse("11.0.0.1:1", &p4, err, sizeof(err));
+		CHECK(!addr_cidr_match(&n, (struct sockaddr *)&p4.sa));
+		CHECK(addr_cidr_parse("192.0.2.128/25", &n, err, sizeof(err)) == 0);
+		addr_parse("192.0.2.200:1", &p4, err, sizeof(err));
+		CHECK(addr_cidr_match(&n, (struct sockaddr *)&p4.sa));
+		addr_parse("192.0.2.127:1", &p4, err, sizeof(err));
+		CHECK(!addr_cidr_match(&n, (struct sockaddr *)&p4.sa));
+		CHECK(addr_cidr_parse("::1", &n, err, sizeof(err)) == 0 && n.prefix == 128);
+		addr_parse("[::1]:1", &p6, err, sizeof(err));
+		CHECK(addr_cidr_match(&n, (struct sockaddr *)&p6.sa));
+		addr_parse("127.0.0.1:1", &p4, err, sizeof(err));
+		CHECK(!addr_cidr_match(&n, (struct sockaddr *)&p4.sa));
+		CHECK(addr_cidr_parse("0.0.0.0/0", &n, err, sizeof(err)) == 0);
+		CHECK(addr_cidr_match(&n, (struct sockaddr *)&p4.sa));
+		CHECK(addr_cidr_parse("2001:db8::/33", &n, err, sizeof(err)) == 0);
+		CHECK(addr_cidr_parse("10.0.0.0/33", &n, err, sizeof(err)) < 0);
+		CHECK(addr_cidr_parse("10.0.0.0/", &n, err, sizeof(err)) < 0);
+		CHECK(addr_cidr_parse("host/8", &n, err, sizeof(err)) < 0);
+		CHECK(addr_cidr_parse("", &n, err, sizeof(err)) < 0);
+	}
 	return CHECK_DONE();
 }

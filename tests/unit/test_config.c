@@ -12,21 +12,24 @@
 
 static char path[64];
 
-static int load(const char *text, struct config *c, char *err, size_t errlen)
+static struct config *cur;
+
+/* Load text as a file; the result stays in cur until the next load. */
+static int load(const char *text, struct config **c, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "w");
 	fputs(text, f);
 	fclose(f);
-	if (config_load(c, path, err, errlen) < 0)
-		return -1;
-	return config_finish(c, NULL, err, errlen);
+	config_free(cur);
+	cur = *c = config_load(path, NULL, err, errlen);
+	return *c ? 0 : -1;
 }
 
 /* The error must name the file, the line and the key. */
 static int refused(const char *text, int line, const char *key)
 {
 	char err[512], want[128];
-	struct config c;
+	struct config *c;
 
 	if (load(text, &c, err, sizeof(err)) == 0)
 		return 0;
@@ -40,7 +43,7 @@ static int refused(const char *text, int line, const char *key)
 
 int main(void)
 {
-	struct config c;
+	struct config *c;
 	struct config_overrides o = { 0 };
 	char err[512];
 	uint64_t ms;
@@ -50,12 +53,15 @@ int main(void)
 	fd = mkstemp(path);
 	close(fd);
 
-	CHECK(config_load(&c, NULL, err, sizeof(err)) == 0);
-	CHECK(config_finish(&c, NULL, err, sizeof(err)) == 0);
-	CHECK(c.nlisten == 2 && strcmp(c.listen[0], "127.0.0.1:5151") == 0 &&
-	      strcmp(c.listen[1], "[::1]:5151") == 0);
-	CHECK(c.workers == 4 && c.backlog == 1024 && c.max_workers == 64);
-	CHECK(c.stop_timeout_ms == 30000 && c.log_level == LOG_INFO);
+	cur = c = config_load(NULL, NULL, err, sizeof(err));
+	CHECK(c != NULL);
+	CHECK(config_command(c, "echo") && config_command(c, "echo")->args_mode == ARGS_ANY);
+	CHECK(config_command(c, "rm") == NULL);
+	CHECK(c->line_mode == LINE_MODE_LOOPBACK);
+	CHECK(c->nlisten == 2 && strcmp(c->listen[0], "127.0.0.1:5151") == 0 &&
+	      strcmp(c->listen[1], "[::1]:5151") == 0);
+	CHECK(c->workers == 4 && c->backlog == 1024 && c->max_workers == 64);
+	CHECK(c->stop_timeout_ms == 30000 && c->log_level == LOG_INFO);
 
 	CHECK(config_parse_duration("30", &ms) == 0 && ms == 30000);
 	CHECK(config_parse_duration("500ms", &ms) == 0 && ms == 500);
@@ -72,11 +78,11 @@ int main(void)
 		   "max_requests = 0\nstop_timeout = 1500ms\nheartbeat_timeout = 2m\n"
 		   "pidfile = /run/x.pid\ncontrol_socket = /run/x.ctl\nlog_file = /var/log/x\n"
 		   "log_level = debug\nbacklog = 10\n", &c, err, sizeof(err)) == 0);
-	CHECK(c.nlisten == 2 && strcmp(c.listen[1], "[::]:7") == 0);
-	CHECK(c.workers == 2 && c.min_spare == 0 && c.max_spare == 3 && c.max_workers == 9);
-	CHECK(c.max_requests == 0 && c.stop_timeout_ms == 1500 && c.heartbeat_timeout_ms == 120000);
-	CHECK(strcmp(c.pidfile, "/run/x.pid") == 0 && strcmp(c.log_file, "/var/log/x") == 0);
-	CHECK(c.log_level == LOG_DEBUG && c.backlog == 10);
+	CHECK(c->nlisten == 2 && strcmp(c->listen[1], "[::]:7") == 0);
+	CHECK(c->workers == 2 && c->min_spare == 0 && c->max_spare == 3 && c->max_workers == 9);
+	CHECK(c->max_requests == 0 && c->stop_timeout_ms == 1500 && c->heartbeat_timeout_ms == 120000);
+	CHECK(strcmp(c->pidfile, "/run/x.pid") == 0 && strcmp(c->log_file, "/var/log/x") == 0);
+	CHECK(c->log_level == LOG_DEBUG && c->backlog == 10);
 
 	CHECK(refused("[server]\nworkers = -3\n", 2, "workers"));
 	CHECK(refused("[server]\n\nbacklog = x\n", 3, "backlog"));
@@ -106,7 +112,7 @@ int main(void)
 		longline[sizeof(longline) - 1] = '\0';
 		CHECK(load(longline, &c, err, sizeof(err)) < 0 && strstr(err, ":2: line longer"));
 	}
-	CHECK(config_load(&c, "/nonexistent/tcpexecd.conf", err, sizeof(err)) < 0 &&
+	CHECK(config_load("/nonexistent/tcpexecd.conf", NULL, err, sizeof(err)) == NULL &&
 	      strstr(err, "/nonexistent/tcpexecd.conf") && strstr(err, "No such file"));
 
 	/* Command-line overrides win over the file. */
@@ -114,11 +120,15 @@ int main(void)
 	o.nlisten = 1;
 	o.workers = 3;
 	CHECK(load("[server]\nlisten = 127.0.0.1:9\nworkers = 1\n", &c, err, sizeof(err)) == 0);
-	CHECK(config_finish(&c, &o, err, sizeof(err)) == 0);
-	CHECK(c.nlisten == 1 && strcmp(c.listen[0], "127.0.0.1:0") == 0 && c.workers == 3);
+	config_free(c);
+	cur = NULL;
+	c = config_load(path, &o, err, sizeof(err));
+	CHECK(c && c->nlisten == 1 && strcmp(c->listen[0], "127.0.0.1:0") == 0 && c->workers == 3);
+	config_free(c);
 	o.listen[0] = "bad";
-	CHECK(config_finish(&c, &o, err, sizeof(err)) < 0 && strstr(err, "-l bad"));
+	CHECK(config_load(path, &o, err, sizeof(err)) == NULL && strstr(err, "-l bad"));
 
+	config_free(cur);
 	unlink(path);
 	return CHECK_DONE();
 }

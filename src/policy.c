@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The allowlist decision, in the worker: a command name maps to one
+ * configured entry; the peer must be in the entry's networks, every client
+ * argument must be allowed by the entry's args mode (none / any / a whole-
+ * argument pattern), every client variable must be named by the entry.
+ * Arguments are data: nothing here or later parses them as syntax.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "policy.h"
+
+static int peer_allowed(const struct command *cmd, const struct sockaddr *peer)
+{
+	if (cmd->nallow == 0)
+		return 1; /* the listener's reach is the limit */
+	for (int i = 0; i < cmd->nallow; i++)
+		if (addr_cidr_match(&cmd->allow[i], peer))
+			return 1;
+	return 0;
+}
+
+static int env_allowed(const struct command *cmd, const char *entry)
+{
+	const char *eq = strchr(entry, '=');
+	size_t len = eq ? (size_t)(eq - entry) : strlen(entry);
+
+	for (int i = 0; i < cmd->nenv_names; i++)
+		if (strlen(cmd->env_names[i]) == len && memcmp(cmd->env_names[i], entry, len) == 0)
+			return 1;
+	return 0;
+}
+
+enum policy_verdict policy_check(const struct config *cfg, const struct sockaddr *peer,
+				 int argc, char *const argv[], int envc, char *const envp[],
+				 struct policy_exec *out, char *why, size_t whylen)
+{
+	const struct command *cmd;
+	int n = 0;
+
+	if (argc < 1 || !argv[0][0]) {
+		snprintf(why, whylen, "empty command");
+		return POLICY_BAD_REQUEST;
+	}
+	cmd = config_command(cfg, argv[0]);
+	if (!cmd) {
+		snprintf(why, whylen, "no command \"%.64s\" is configured", argv[0]);
+		return POLICY_UNKNOWN;
+	}
+	if (!peer_allowed(cmd, peer)) {
+		snprintf(why, whylen, "%s is not allowed from this address", cmd->name);
+		return POLICY_DENIED;
+	}
+	if (argc - 1 > 0 && cmd->args_mode == ARGS_NONE) {
+		snprintf(why, whylen, "%s takes no arguments", cmd->name);
+		return POLICY_DENIED;
+	}
+	if (argc - 1 > cmd->max_args) {
+		snprintf(why, whylen, "%s takes at most %d arguments", cmd->name, cmd->max_args);
+		return POLICY_DENIED;
+	}
+	if (cmd->args_mode == ARGS_PATTERN)
+		for (int i = 1; i < argc; i++)
+			if (regexec(&cmd->re, argv[i], 0, NULL, 0) != 0) {
+				snprintf(why, whylen, "argument %d of %s does not match its pattern",
+					 i, cmd->name);
+				return POLICY_DENIED;
+			}
+	for (int i = 0; i < envc; i++)
+		if (!env_allowed(cmd, envp[i])) {
+			snprintf(why, whylen, "%s does not accept the variable %.*s", cmd->name,
+				 (int)strcspn(envp[i], "="), envp[i]);
+			return POLICY_DENIED;
+		}
+
+	out->cmd = cmd;
+	if (cmd->shell) {
+		/* The script is the administrator's; client arguments reach it
+		 * as "$1" "$2" ..., never as part of the script text. */
+		out->path = "/bin/sh";
+		out->argv[n++] = "sh";
+		out->argv[n++] = "-c";
+		out->argv[n++] = cmd->script;
+		out->argv[n++] = cmd->name;
+	} else {
+		out->path = cmd->path;
+		out->argv[n++] = cmd->path;
+		for (int i = 0; i < cmd->nargs; i++)
+			out->argv[n++] = cmd->args[i];
+	}
+	for (int i = 1; i < argc && n < POLICY_MAX_ARGV; i++)
+		out->argv[n++] = argv[i];
+	out->argv[n] = NULL;
+	out->argc = n;
+	return POLICY_ALLOW;
+}

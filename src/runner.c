@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The command child, started from a worker: fork, then in the child a new
+ * session (its own process group, so timeouts and vanished clients kill
+ * the whole group), default signal dispositions and an empty mask, the
+ * three pipes on fds 0-2 and nothing else, rlimits, gid/uid, working
+ * directory, and execve of an absolute path with a clean environment. An
+ * exec failure comes back through a CLOEXEC pipe as an errno.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runner.h"
+#include "tcpexecd.h"
+
+#define MAX_ENV (8 + 2 * CONFIG_MAX_ITEMS + 64)
+
+void runner_close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* Set NAME=value, replacing an earlier entry of the same name: later
+ * sources (the entry's setenv, then the client's allowed variables) win. */
+static void env_put(const char **env, int *n, const char *entry)
+{
+	size_t len = strcspn(entry, "=");
+
+	for (int i = 0; i < *n; i++)
+		if (strncmp(env[i], entry, len) == 0 && env[i][len] == '=') {
+			env[i] = entry;
+			return;
+		}
+	if (*n < MAX_ENV)
+		env[(*n)++] = entry;
+}
+
+static const int rlimit_res[RL_COUNT] = {
+	[RL_CPU] = RLIMIT_CPU, [RL_AS] = RLIMIT_AS, [RL_NPROC] = RLIMIT_NPROC,
+	[RL_NOFILE] = RLIMIT_NOFILE, [RL_FSIZE] = RLIMIT_FSIZE,
+};
+
+/* In the child, between fork and exec: only async-signal-safe calls. */
+static _Noreturn void child(const struct policy_exec *ex, const char *const *envp,
+			    int in, int out, int err, int report)
+{
+	const struct command *cmd = ex->cmd;
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	sigset_t none;
+	int e;
+
+	if (setsid() < 0)
+		goto fail;
+	for (int sig = 1; sig < _NSIG; sig++)
+		sigaction(sig, &dfl, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+		goto fail;
+	/* Every descriptor above 2 is already CLOEXEC; this also catches any
+	 * that was inherited without the flag. The report pipe must live
+	 * until execve, so it is marked, not closed. */
+	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		goto fail;
+
+	for (int i = 0; i < RL_COUNT; i++) {
+		if (cmd->rlim[i] == RLIM_UNSET)
+			continue;
+		struct rlimit rl = { (rlim_t)cmd->rlim[i], (rlim_t)cmd->rlim[i] };
+		if (setrlimit(rlimit_res[i], &rl) < 0)
+			goto fail;
+	}
+	if (chdir(cmd->workdir ? cmd->workdir : "/") < 0)
+		goto fail;
+	if (cmd->has_uid || cmd->has_gid) {
+		gid_t gid = cmd->gid;
+		if (setgroups(1, &gid) < 0 || setgid(gid) < 0)
+			goto fail;
+		if (cmd->has_uid && setuid(cmd->uid) < 0)
+			goto fail;
+	}
+	execve(ex->path, (char *const *)ex->argv, (char *const *)envp);
+fail:
+	e = errno;
+	if (write(report, &e, sizeof(e)) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
+		 struct runner *r, char *err, size_t errlen)
+{
+	const struct command *cmd = ex->cmd;
+	char port[32], addr[96], name[96];
+	const char *envp[MAX_ENV + 1];
+	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, er[2] = { -1, -1 }, rep[2] = { -1, -1 };
+	int n = 0, e = 0;
+	ssize_t got;
+
+	r->pid = -1;
+	r->pidfd = r->in_fd = r->out_fd = r->err_fd = -1;
+
+	/* A fixed, minimal environment: nothing of the daemon's own (no
+	 * NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*) reaches a command. */
+	env_put(envp, &n, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	env_put(envp, &n, "LANG=C.UTF-8");
+	env_put(envp, &n, "HOME=/");
+	snprintf(addr, sizeof(addr), "TCPEXEC_REMOTE_ADDR=%s", o->remote_addr);
+	snprintf(port, sizeof(port), "TCPEXEC_REMOTE_PORT=%u", o->remote_port);
+	snprintf(name, sizeof(name), "TCPEXEC_COMMAND=%s", cmd->name);
+	env_put(envp, &n, addr);
+	env_put(envp, &n, port);
+	env_put(envp, &n, name);
+	for (int i = 0; i < cmd->nsetenv; i++)
+		env_put(envp, &n, cmd->setenv[i]);
+	for (int i = 0; i < o->nclient_env; i++)
+		env_put(envp, &n, o->client_env[i]);
+	envp[n] = NULL;
+
+	if (o->with_stdin) {
+		if (pipe2(in, O_CLOEXEC) < 0)
+			goto fail_errno;
+	} else if ((in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+		goto fail_errno;
+	}
+	if (pipe2(out, O_CLOEXEC) < 0 || (!o->merge_stderr && pipe2(er, O_CLOEXEC) < 0) ||
+	    pipe2(rep, O_CLOEXEC) < 0)
+		goto fail_errno;
+
+	r->pid = fork();
+	if (r->pid < 0)
+		goto fail_errno;
+	if (r->pid == 0)
+		child(ex, envp, in[0], out[1], o->merge_stderr ? out[1] : er[1], rep[1]);
+
+	runner_close_fd(&in[0]);
+	runner_close_fd(&out[1]);
+	runner_close_fd(&er[1]);
+	runner_close_fd(&rep[1]);
+	/* EOF: execve succeeded (the pipe was CLOEXEC). An int: it failed. */
+	do
+		got = read(rep[0], &e, sizeof(e));
+	while (got < 0 && errno == EINTR);
+	runner_close_fd(&rep[0]);
+	if (got == sizeof(e)) {
+		waitpid(r->pid, NULL, 0);
+		r->pid = -1;
+		snprintf(err, errlen, "cannot run %s: %s", ex->path, strerror(e));
+		goto fail;
+	}
+
+	r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+	if (r->pidfd < 0)
+		goto fail_errno;
+	r->in_fd = in[1];
+	r->out_fd = out[0];
+	r->err_fd = er[0];
+	if ((r->in_fd >= 0 && set_nonblock(r->in_fd) < 0) || set_nonblock(r->out_fd) < 0 ||
+	    (r->err_fd >= 0 && set_nonblock(r->err_fd) < 0))
+		goto fail_errno;
+	r->started_ms = now_ms();
+	return 0;
+
+fail_errno:
+	snprintf(err, errlen, "cannot start %s: %s", ex->path, strerror(errno));
+fail:
+	runner_close_fd(&in[0]);
+	runner_close_fd(&in[1]);
+	runner_close_fd(&out[0]);
+	runner_close_fd(&out[1]);
+	runner_close_fd(&er[0]);
+	runner_close_fd(&er[1]);
+	runner_close_fd(&rep[0]);
+	runner_close_fd(&rep[1]);
+	r->in_fd = r->out_fd = r->err_fd = -1;
+	runner_finish(r);
+	return -1;
+}
+
+void runner_signal(const struct runner *r, int sig)
+{
+	if (r->pid > 0)
+		kill(-r->pid, sig);
+}
+
+int runner_peek(const struct runner *r, int *status)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, (id_t)r->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
+		return 0;
+	if (si.si_code == CLD_EXITED)
+		*status = W_EXITCODE(si.si_status, 0);
+	else
+		*status = si.si_status | (si.si_code == CLD_DUMPED ? WCOREFLAG : 0);
+	return 1;
+}
+
+void runner_finish(struct runner *r)
+{
+	if (r->pid > 0) {
+		/* The group leader is not reaped yet, so its pid (the group id)
+		 * cannot have been reused: this SIGKILL reaches only what the
+		 * command left behind. */
+		kill(-r->pid, SIGKILL);
+		while (waitpid(r->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		r->pid = -1;
+	}
+	runner_close_fd(&r->pidfd);
+	runner_close_fd(&r->in_fd);
+	runner_close_fd(&r->out_fd);
+	runner_close_fd(&r->err_fd);
+}

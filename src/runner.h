@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The command child: built from the policy's exec argv, started in its own
+ * session and process group with a clean environment, reset signals, only
+ * stdin/stdout/stderr open, optional uid/gid, working directory and
+ * rlimits. Called from a worker's session.
+ */
+#ifndef TCPEXECD_RUNNER_H
+#define TCPEXECD_RUNNER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "policy.h"
+
+struct runner {
+	pid_t pid;        /* also the process group id */
+	int pidfd;        /* readable once the command exits */
+	int in_fd;        /* write end of its stdin, -1 if none or closed */
+	int out_fd;       /* read end of its stdout */
+	int err_fd;       /* read end of its stderr; -1 when merged into stdout */
+	uint64_t started_ms;
+};
+
+struct runner_opts {
+	const char *remote_addr;   /* TCPEXEC_REMOTE_ADDR */
+	unsigned remote_port;      /* TCPEXEC_REMOTE_PORT */
+	char *const *client_env;   /* NAME=value, already allowed by the policy */
+	int nclient_env;
+	int with_stdin;            /* else stdin is /dev/null */
+	int merge_stderr;          /* line mode: one stream, in order */
+};
+
+/* Start the command. 0, or -1 with a reason in err (nothing left running).
+ * The descriptors in r belong to the caller (runner_close). */
+int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
+		 struct runner *r, char *err, size_t errlen);
+/* Signal the whole process group. */
+void runner_signal(const struct runner *r, int sig);
+/* Exit status without reaping (the zombie keeps the process group id
+ * reserved until runner_reap). 1 if exited, 0 if not yet. */
+int runner_peek(const struct runner *r, int *status);
+/* Kill what is left of the group, reap the command, close every fd. */
+void runner_finish(struct runner *r);
+void runner_close_fd(int *fd);
+
+#endif
