@@ -1,0 +1,593 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tcpexec, the client: `tcpexec [options] HOST COMMAND [ARG...]` with the
+ * semantics of `ssh host cmd`: stdin is streamed to the command, its stdout
+ * and stderr come back apart, and its exit status (or the signal that
+ * killed it) becomes ours. Without COMMAND, an interactive prompt runs one
+ * command per line over the same connection.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "protocol.h"
+#include "tcpexecd.h"
+
+#define EXIT_CLIENT 255          /* connection or protocol error, as ssh */
+#define IOBUF (256u << 10)
+#define CHUNK (64u << 10)
+#define MAX_LINE_WORDS 256
+
+static const char *progname = "tcpexec";
+
+static struct {
+	const char *host;
+	const char *port;
+	int family;
+	int no_stdin;
+	uint32_t timeout_ms;
+	int connect_timeout_ms;
+	const char *env[PROTO_MAX_ENV + 1];
+	int nenv;
+} opt = { .port = "5151", .family = AF_UNSPEC, .connect_timeout_ms = 10000 };
+
+/* The connection and its buffers: one request at a time. */
+static struct {
+	int fd;
+	uint8_t in[PROTO_MAX_PAYLOAD_CEILING + PROTO_HEADER_LEN];
+	size_t inlen;
+	uint8_t out[IOBUF];
+	size_t outlen, outoff;
+	uint32_t server_max;     /* largest payload the server accepts */
+	int hello_ok;
+} C;
+
+static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static _Noreturn void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(EXIT_CLIENT);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: tcpexec [-46n] [-c seconds] [-e NAME=value]... [-p port] [-t seconds]\n"
+		"               host [command [arg ...]]\n"
+		"\n"
+		"  -4, -6             use IPv4 / IPv6 only\n"
+		"  -c, --connect-timeout SECONDS  give up connecting after this (default 10)\n"
+		"  -e, --env NAME=VALUE  pass a variable (the server must accept the name)\n"
+		"  -n, --no-stdin     send no input (as ssh -n)\n"
+		"  -p, --port PORT    server port (default 5151)\n"
+		"  -t, --timeout SECONDS  runtime limit for the command\n"
+		"  -h, --help         show this help\n"
+		"  -V, --version      show the version\n"
+		"\n"
+		"host is a name, an IPv4 address, an IPv6 address (optionally in brackets)\n"
+		"or the path of a Unix socket. Without a command, an interactive prompt\n"
+		"runs one command per line. The exit status is the command's; 255 means\n"
+		"tcpexec or the server failed. See tcpexec(1).\n");
+}
+
+static int parse_seconds(const char *s, uint32_t *ms)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || v <= 0 || v > 4294967.0)
+		return -1;
+	*ms = (uint32_t)(v * 1000.0 + 0.5);
+	return *ms ? 0 : -1;
+}
+
+/* Non-blocking connect bounded by the connect timeout, as the socket
+ * tutorials explain: connect() returns EINPROGRESS, poll for POLLOUT,
+ * then SO_ERROR tells the outcome. */
+static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	socklen_t elen = sizeof(int);
+	int err = 0, r;
+
+	if (connect(fd, sa, len) == 0)
+		return 0;
+	if (errno != EINPROGRESS)
+		return -1;
+	do
+		r = poll(&p, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r == 0) {
+		errno = ETIMEDOUT;
+		return -1;
+	}
+	if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+		return -1;
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+static int open_connection(void)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = opt.family };
+	struct addrinfo *res, *ai;
+	char host[256];
+	int fd = -1, rc, saved = 0;
+
+	if (opt.host[0] == '/') {
+		struct sockaddr_un un = { .sun_family = AF_UNIX };
+		if (strlen(opt.host) >= sizeof(un.sun_path))
+			die("%s: Unix socket path too long", opt.host);
+		memcpy(un.sun_path, opt.host, strlen(opt.host) + 1);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0 || connect_bounded(fd, (struct sockaddr *)&un, sizeof(un),
+					      opt.connect_timeout_ms) < 0)
+			die("cannot connect to %s: %s", opt.host, strerror(errno));
+		return fd;
+	}
+	snprintf(host, sizeof(host), "%s", opt.host);
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	rc = getaddrinfo(host, opt.port, &hints, &res);
+	if (rc != 0)
+		die("%s: %s", opt.host, gai_strerror(rc));
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			    ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen, opt.connect_timeout_ms) == 0)
+			break;
+		saved = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		die("cannot connect to %s port %s: %s", opt.host, opt.port,
+		    strerror(saved ? saved : EHOSTUNREACH));
+	{
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	return fd;
+}
+
+static void queue(const void *frame, long len)
+{
+	if (len < 0)
+		die("cannot encode a frame: %s", strerror((int)-len));
+	if (C.outoff) {
+		memmove(C.out, C.out + C.outoff, C.outlen - C.outoff);
+		C.outlen -= C.outoff;
+		C.outoff = 0;
+	}
+	if ((size_t)len > sizeof(C.out) - C.outlen)
+		die("the request is too large (at most %zu bytes)", sizeof(C.out));
+	memcpy(C.out + C.outlen, frame, (size_t)len);
+	C.outlen += (size_t)len;
+}
+
+static size_t out_room(void)
+{
+	return sizeof(C.out) - (C.outlen - C.outoff);
+}
+
+/* Write all to fd 1 or 2, blocking: local output is never dropped. */
+static void write_local(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			struct pollfd pf = { .fd = fd, .events = POLLOUT };
+			poll(&pf, 1, -1);
+			continue;
+		}
+		if (n <= 0)
+			die("write to %s: %s", fd == 1 ? "stdout" : "stderr", strerror(errno));
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static void print_escaped(const char *msg, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)msg[i];
+		if (ch < 0x20 || ch == 0x7f)
+			fprintf(stderr, "\\x%02x", ch);
+		else
+			fputc(ch, stderr);
+	}
+}
+
+struct result {
+	int done;
+	int signaled, value, core;
+	int error;      /* PROTO_ERR_* from an ERROR frame */
+};
+
+/* Handle the frames in C.in. Returns -1 when the connection is unusable. */
+static int handle_frames(struct result *res)
+{
+	struct proto_frame f;
+	long n;
+
+	while (!res->done &&
+	       (n = proto_frame_parse(C.in, C.inlen, PROTO_MAX_PAYLOAD_CEILING, &f)) > 0) {
+		struct proto_hello h;
+		struct proto_exit e;
+		const char *msg;
+		size_t mlen;
+		int code;
+
+		switch (f.type) {
+		case PROTO_HELLO_OK:
+			if (proto_decode_hello(&f, &h) < 0 || h.version != PROTO_VERSION)
+				die("%s: the server speaks an unsupported protocol version",
+				    opt.host);
+			C.server_max = h.max_payload ? h.max_payload : PROTO_DEFAULT_MAX_PAYLOAD;
+			C.hello_ok = 1;
+			break;
+		case PROTO_STDOUT:
+			write_local(1, f.payload, f.len);
+			break;
+		case PROTO_STDERR:
+			write_local(2, f.payload, f.len);
+			break;
+		case PROTO_EXIT:
+			if (proto_decode_exit(&f, &e) < 0)
+				die("%s: malformed EXIT frame", opt.host);
+			res->done = 1;
+			res->signaled = e.signaled;
+			res->value = e.value;
+			res->core = e.core;
+			break;
+		case PROTO_ERROR:
+			if (proto_decode_error(&f, &code, &msg, &mlen) < 0)
+				die("%s: malformed ERROR frame", opt.host);
+			fprintf(stderr, "%s: %s: ", progname, proto_error_name(code));
+			print_escaped(msg, mlen);
+			fputc('\n', stderr);
+			res->done = 1;
+			res->error = code;
+			break;
+		default:
+			die("%s: unexpected %s frame", opt.host, proto_type_name(f.type));
+		}
+		memmove(C.in, C.in + n, C.inlen - (size_t)n);
+		C.inlen -= (size_t)n;
+	}
+	if (!res->done && C.inlen && proto_frame_parse(C.in, C.inlen, PROTO_MAX_PAYLOAD_CEILING,
+						       &f) < 0)
+		die("%s: malformed frame from the server", opt.host);
+	return 0;
+}
+
+static int sigfd_setup(void)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGQUIT);
+	sigaddset(&set, SIGWINCH);
+	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fd < 0 || sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		die("signals: %s", strerror(errno));
+	signal(SIGPIPE, SIG_IGN);
+	return fd;
+}
+
+/* Send one request and relay until its final frame. */
+static struct result run(char *const argv[], int with_stdin, int sigfd)
+{
+	static uint8_t frame[PROTO_HEADER_LEN + CHUNK];
+	const char *envp[PROTO_MAX_ENV + 1];
+	struct result res = { 0 };
+	int stdin_open = with_stdin;
+	long n;
+
+	for (int i = 0; i < opt.nenv; i++)
+		envp[i] = opt.env[i];
+	envp[opt.nenv] = NULL;
+	n = proto_encode_request(C.in + C.inlen, sizeof(C.in) - C.inlen, (const char *const *)argv,
+				 envp, opt.timeout_ms, with_stdin ? 0 : PROTO_RF_NO_STDIN);
+	if (n == -E2BIG)
+		die("too many arguments or variables (at most %d and %d)", PROTO_MAX_ARGS,
+		    PROTO_MAX_ENV);
+	if (n < 0)
+		die("cannot encode the request: %s", strerror((int)-n));
+	if (C.server_max && (size_t)n - PROTO_HEADER_LEN > C.server_max)
+		die("the request is larger than the server accepts (%u bytes)", C.server_max);
+	/* Encoded behind the received bytes, then moved to the send queue. */
+	queue(C.in + C.inlen, n);
+
+	while (!res.done) {
+		struct pollfd p[4] = {
+			{ .fd = C.fd, .events = (short)(POLLIN | (C.outlen > C.outoff ? POLLOUT : 0)) },
+			{ .fd = stdin_open && out_room() >= sizeof(frame) ? 0 : -1, .events = POLLIN },
+			{ .fd = sigfd, .events = POLLIN },
+		};
+
+		if (poll(p, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll: %s", strerror(errno));
+		}
+		if (p[2].revents) {
+			struct signalfd_siginfo si;
+			while (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
+				uint8_t sf[16];
+				queue(sf, proto_encode_signal(sf, sizeof(sf), (int)si.ssi_signo));
+			}
+		}
+		if (p[1].revents) {
+			size_t max = CHUNK;
+			ssize_t r;
+			if (C.server_max && max > C.server_max)
+				max = C.server_max;
+			r = read(0, frame + PROTO_HEADER_LEN, max);
+			if (r > 0) {
+				proto_put_header(frame, PROTO_STDIN, (uint32_t)r);
+				queue(frame, PROTO_HEADER_LEN + r);
+			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+				queue(frame, proto_encode_eof(frame, sizeof(frame)));
+				stdin_open = 0;
+			}
+		}
+		if (p[0].revents & POLLOUT) {
+			ssize_t w = send(C.fd, C.out + C.outoff, C.outlen - C.outoff, MSG_NOSIGNAL);
+			if (w < 0 && errno != EAGAIN && errno != EINTR)
+				die("%s: connection lost: %s", opt.host, strerror(errno));
+			if (w > 0)
+				C.outoff += (size_t)w;
+			if (C.outoff == C.outlen)
+				C.outoff = C.outlen = 0;
+		}
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t r = recv(C.fd, C.in + C.inlen, sizeof(C.in) - C.inlen, 0);
+			if (r == 0)
+				die("%s: connection closed by the server", opt.host);
+			if (r < 0 && errno != EAGAIN && errno != EINTR)
+				die("%s: connection lost: %s", opt.host, strerror(errno));
+			if (r > 0) {
+				C.inlen += (size_t)r;
+				handle_frames(&res);
+			}
+		}
+	}
+	return res;
+}
+
+static void hello(void)
+{
+	struct proto_hello h = { .version = PROTO_VERSION, .auth_method = -1,
+				 .software = "tcpexec/" TCPEXECD_VERSION,
+				 .software_len = sizeof("tcpexec/" TCPEXECD_VERSION) - 1 };
+	uint8_t buf[256];
+
+	/* Not waited for: the request follows at once, one round trip in all. */
+	queue(buf, proto_encode_hello(buf, sizeof(buf), PROTO_HELLO, &h));
+}
+
+/* Become the remote command's status: its exit code, or death by the same
+ * signal, so that $? reads 128+N as for a local command. */
+static _Noreturn void exit_like(const struct result *r)
+{
+	if (r->error)
+		exit(EXIT_CLIENT);
+	if (r->signaled) {
+		sigset_t set;
+		fflush(NULL);
+		signal(r->value, SIG_DFL);
+		sigemptyset(&set);
+		sigaddset(&set, r->value);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		raise(r->value);
+		exit(128 + r->value); /* a signal that does not kill (e.g. SIGCHLD) */
+	}
+	exit(r->value);
+}
+
+/* The interactive prompt: the same word splitting as the server's line
+ * mode (whitespace, '' and "" quotes, backslash), no shell syntax. */
+static int split_words(char *line, char **argv, int max)
+{
+	char *in = line, *out = line;
+	int argc = 0;
+
+	for (;;) {
+		while (*in == ' ' || *in == '\t' || *in == '\n' || *in == '\r')
+			in++;
+		if (!*in)
+			break;
+		if (argc == max)
+			return -1;
+		argv[argc++] = out;
+		while (*in && *in != ' ' && *in != '\t' && *in != '\n' && *in != '\r') {
+			char q = *in;
+			if (q == '\'' || q == '"') {
+				in++;
+				while (*in && *in != q) {
+					if (q == '"' && *in == '\\' && in[1])
+						in++;
+					*out++ = *in++;
+				}
+				if (!*in)
+					return -1;
+				in++;
+			} else if (q == '\\' && in[1]) {
+				in++;
+				*out++ = *in++;
+			} else {
+				*out++ = *in++;
+			}
+		}
+		if (*in)
+			in++;
+		*out++ = '\0';
+	}
+	argv[argc] = NULL;
+	return argc;
+}
+
+static int interactive(int sigfd)
+{
+	char line[65536], *argv[MAX_LINE_WORDS + 1];
+	int tty = isatty(0), last = 0;
+
+	for (;;) {
+		struct result r;
+		int argc;
+
+		struct pollfd p[2] = { { .fd = 0, .events = POLLIN }, { .fd = sigfd, .events = POLLIN } };
+		struct signalfd_siginfo si;
+
+		if (tty) {
+			fprintf(stderr, "%s> ", opt.host);
+			fflush(stderr);
+		}
+		/* A signal at the prompt ends the session, as it would a shell's
+		 * read; during a command it is forwarded instead. */
+		while (poll(p, 2, -1) < 0 && errno == EINTR)
+			;
+		if (p[1].revents && read(sigfd, &si, sizeof(si)) == sizeof(si)) {
+			if (tty)
+				fputc('\n', stderr);
+			return 128 + (int)si.ssi_signo;
+		}
+		if (!fgets(line, sizeof(line), stdin))
+			break;
+		argc = split_words(line, argv, MAX_LINE_WORDS);
+		if (argc < 0) {
+			fprintf(stderr, "%s: unbalanced quote or too many words\n", progname);
+			last = EXIT_CLIENT;
+			continue;
+		}
+		if (argc == 0)
+			continue;
+		if (!strcmp(argv[0], "exit") || !strcmp(argv[0], "quit"))
+			break;
+		r = run(argv, 0, sigfd);
+		last = r.error ? EXIT_CLIENT : r.signaled ? 128 + r.value : r.value;
+		if (r.signaled)
+			fprintf(stderr, "%s: killed by signal %d%s\n", argv[0], r.value,
+				r.core ? " (core dumped)" : "");
+		else if (last && !r.error)
+			fprintf(stderr, "%s: exit status %d\n", argv[0], last);
+	}
+	return last;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "connect-timeout", required_argument, NULL, 'c' },
+		{ "env", required_argument, NULL, 'e' },
+		{ "no-stdin", no_argument, NULL, 'n' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint32_t ms;
+	int c, sigfd;
+
+	while ((c = getopt_long(argc, argv, "+46c:e:np:t:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case '4':
+			opt.family = AF_INET;
+			break;
+		case '6':
+			opt.family = AF_INET6;
+			break;
+		case 'c':
+			if (parse_seconds(optarg, &ms) < 0 || ms > 3600000)
+				goto bad;
+			opt.connect_timeout_ms = (int)ms;
+			break;
+		case 'e':
+			if (opt.nenv == PROTO_MAX_ENV || !strchr(optarg, '=') || optarg[0] == '=') {
+				fprintf(stderr, "%s: -e %s: expected NAME=value (at most %d)\n",
+					progname, optarg, PROTO_MAX_ENV);
+				return EXIT_CLIENT;
+			}
+			opt.env[opt.nenv++] = optarg;
+			break;
+		case 'n':
+			opt.no_stdin = 1;
+			break;
+		case 'p':
+			opt.port = optarg;
+			break;
+		case 't':
+			if (parse_seconds(optarg, &opt.timeout_ms) < 0)
+				goto bad;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("tcpexec %s\n", TCPEXECD_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try 'tcpexec --help' for more information.\n");
+			return EXIT_CLIENT;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "%s: no host given\nTry 'tcpexec --help' for more information.\n",
+			progname);
+		return EXIT_CLIENT;
+	}
+	opt.host = argv[optind++];
+
+	sigfd = sigfd_setup();
+	C.fd = open_connection();
+	hello();
+	if (optind == argc)
+		return interactive(sigfd);
+	{
+		/* stdin stays blocking (it may be shared with a shell): poll
+		 * says when a read() will not block. */
+		struct result r = run(argv + optind, !opt.no_stdin, sigfd);
+		exit_like(&r);
+	}
+bad:
+	fprintf(stderr, "%s: -%c %s: expected a positive number of seconds\n", progname, c,
+		optarg);
+	return EXIT_CLIENT;
+}
