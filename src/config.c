@@ -126,6 +126,7 @@ struct parse_state {
 	FILE *f;
 	int builtin;
 	int line;
+	int section_line; /* of the last [section] header read */
 	int too_long_line;
 	int saw_listen; /* the first listen line replaces the defaults */
 	char *err;
@@ -141,6 +142,8 @@ static char *reader(char *str, int num, void *stream)
 	if (!fgets(str, num, ps->f))
 		return NULL;
 	ps->line++;
+	if (str[strspn(str, " \t")] == '[')
+		ps->section_line = ps->line;
 	len = strlen(str);
 	if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ps->f)) {
 		int ch;
@@ -557,6 +560,7 @@ static int command_begin(struct parse_state *ps, const char *section)
 
 	if (command_finish(ps) < 0)
 		return 0;
+	ps->line = ps->section_line;
 	if (!valid_command_name(name))
 		return fail(ps, section, "command names are 1-64 letters, digits, '-', '_', '.'");
 	if (config_command(c, name))
@@ -567,7 +571,7 @@ static int command_begin(struct parse_state *ps, const char *section)
 		return fail(ps, section, "out of memory");
 	cmd = &c->commands[c->ncommands++];
 	memset(cmd, 0, sizeof(*cmd));
-	cmd->line = ps->line;
+	cmd->line = ps->section_line;
 	cmd->max_args = 32;
 	cmd->timeout_ms = 60000;
 	cmd->output_limit = 64u << 20;
@@ -587,11 +591,13 @@ static int handler(void *user, const char *section, const char *key, const char 
 	if (ps->failed)
 		return 1;
 	if (strncmp(section, "command ", 8) == 0) {
-		if (!ps->cmd || strcmp(ps->cmd->name, section + 8) != 0) {
-			/* inih repeats the section name per key; a new name, or
-			 * the same name after another section, starts an entry. */
+		if (!ps->cmd || ps->cmd->line != ps->section_line) {
+			/* inih repeats the section name with every key; a new
+			 * header line starts a new entry. */
+			int line = ps->line;
 			if (!command_begin(ps, section))
 				return 1;
+			ps->line = line;
 		}
 		return command_key(ps, key, value);
 	}

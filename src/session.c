@@ -57,6 +57,7 @@ struct conn {
 	size_t olen, ooff;  /* obuf: pending bytes are [ooff, olen) */
 	int eof;            /* the client sent FIN */
 	int raw;            /* line mode: no framing on output */
+	size_t out_max;     /* largest frame payload the client accepts */
 	int retiring;       /* the master pipe reached EOF */
 };
 
@@ -325,6 +326,8 @@ static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
 	room = OBUF_CAP - c->olen - hdr;
 	if (room > CHUNK)
 		room = CHUNK;
+	if (!c->raw && room > c->out_max)
+		room = c->out_max;
 	if (limit && limit - oc->bytes_out + 1 < room)
 		room = (size_t)(limit - oc->bytes_out) + 1; /* one byte over tells */
 	n = read(*fd, obuf + c->olen + hdr, room);
@@ -597,6 +600,16 @@ static enum end framed(struct conn *c, uint64_t handshake_deadline)
 		flush(c);
 		return END_CLOSE;
 	}
+	if (hello.auth_method >= 0) {
+		/* No authentication method exists yet: serving a client that
+		 * asked for one would let it believe it was authenticated. */
+		queue_error(c, PROTO_ERR_AUTH_FAILED, "no authentication method is available");
+		log_notice("closing %s:%u: it asked for authentication method %d", c->host, c->port,
+			   hello.auth_method);
+		flush(c);
+		return END_CLOSE;
+	}
+	c->out_max = hello.max_payload ? hello.max_payload : PROTO_DEFAULT_MAX_PAYLOAD;
 	rbuf_consume(c, (size_t)used);
 	ok.version = (uint8_t)proto_version_choose(hello.version);
 	ok.max_payload = c->cfg->max_frame;

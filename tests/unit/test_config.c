@@ -128,6 +128,38 @@ int main(void)
 	o.listen[0] = "bad";
 	CHECK(config_load(path, &o, err, sizeof(err)) == NULL && strstr(err, "-l bad"));
 
+	/* Command entries. */
+	CHECK(load("[command ok]\npath = /bin/echo\narg = x\nargs = pattern\narg_pattern = [a-z]+\n"
+		   "timeout = 5s\noutput_limit = 64K\nenv = FOO\nsetenv = A=b\nallow = 10.0.0.0/8\n"
+		   "stdin = no\nrlimit_as = 512M\nrlimit_nofile = 64\nworkdir = /tmp\n",
+		   &c, err, sizeof(err)) == 0);
+	if (c) {
+		const struct command *e = config_command(c, "ok");
+		CHECK(e && e->nargs == 1 && e->args_mode == ARGS_PATTERN && e->has_re);
+		CHECK(e && e->timeout_ms == 5000 && e->output_limit == 65536 && !e->stdin_ok);
+		CHECK(e && e->rlim[RL_AS] == 512LL << 20 && e->rlim[RL_NOFILE] == 64 &&
+		      e->rlim[RL_CPU] == RLIM_UNSET);
+		CHECK(e && e->nallow == 1 && e->nenv_names == 1 && e->nsetenv == 1);
+	}
+	CHECK(refused("[command a]\npath = relative\n", 2, "path"));
+	CHECK(refused("[command a]\npath = /nonexistent/x\n", 2, "path"));
+	CHECK(refused("[command a]\nargs = some\n", 2, "args"));
+	CHECK(refused("[command a]\npath = /bin/echo\narg_pattern = (\n", 3, "arg_pattern"));
+	CHECK(refused("[command a]\npath = /bin/echo\nargs = pattern\n", 1, "arg_pattern"));
+	CHECK(refused("[command a]\nshell = yes\n", 1, "script"));
+	CHECK(refused("[command a]\nscript = x\n", 1, "script"));
+	CHECK(refused("[command a]\nargs = any\n", 1, "path"));
+	CHECK(refused("[command a]\npath = /bin/echo\nallow = 10.0.0.0/40\n", 3, "allow"));
+	CHECK(refused("[command a]\npath = /bin/echo\nenv = 1X\n", 3, "env"));
+	CHECK(refused("[command a]\npath = /bin/echo\nsetenv = nothing\n", 3, "setenv"));
+	CHECK(refused("[command a]\npath = /bin/echo\nuser = no-such-user-x\n", 3, "user"));
+	CHECK(refused("[command a]\npath = /bin/echo\nbogus = 1\n", 3, "bogus"));
+	CHECK(refused("[command a b]\npath = /bin/echo\n", 1, "command a b"));
+	CHECK(refused("[command a]\npath = /bin/echo\n[server]\n[command a]\npath = /bin/echo\n", 4,
+		      "command a"));
+	CHECK(refused("[server]\nline_mode = maybe\n", 2, "line_mode"));
+	CHECK(refused("[server]\nmax_frame = 1\n", 2, "max_frame"));
+
 	config_free(cur);
 	unlink(path);
 	return CHECK_DONE();
