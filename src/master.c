@@ -64,6 +64,7 @@ static struct {
 	int spawn_rate;
 	uint64_t backoff_ms;       /* 0: no backoff in force */
 	uint64_t next_spawn_ms;    /* while backing off: next probe */
+	uint64_t backoff_set_ms;   /* when the backoff last grew */
 	uint64_t next_tick_ms;
 	uint64_t started_ms;
 	uint64_t served_exited;    /* requests served by workers already reaped */
@@ -96,14 +97,23 @@ static void pool_count(int *total, int *idle)
 	}
 }
 
-static void fail_backoff(const char *what)
+/* started_ms: when the failed worker was started (0 for a failed fork). */
+static void fail_backoff(const char *what, uint64_t started_ms)
 {
 	uint64_t now = now_ms();
 
+	/* Workers started together fail together: a worker started before the
+	 * current wait began does not lengthen it; a probe started since does. */
+	if (M.backoff_ms && started_ms && started_ms < M.backoff_set_ms) {
+		log_warn("%s, next attempt in %llus", what,
+			 (unsigned long long)((M.next_spawn_ms - now + 999) / 1000));
+		return;
+	}
 	M.backoff_ms = M.backoff_ms ? M.backoff_ms * 2 : 1000;
 	if (M.backoff_ms > BACKOFF_MAX_MS)
 		M.backoff_ms = BACKOFF_MAX_MS;
 	M.next_spawn_ms = now + M.backoff_ms;
+	M.backoff_set_ms = now;
 	log_warn("%s, next attempt in %llus", what, (unsigned long long)(M.backoff_ms / 1000));
 }
 
@@ -139,7 +149,7 @@ static int spawn_worker(void)
 		return -1;
 	}
 	if (pipe2(p, O_CLOEXEC) < 0) {
-		fail_backoff("cannot start a worker: pipe failed");
+		fail_backoff("cannot start a worker: pipe failed", 0);
 		return -1;
 	}
 
@@ -158,7 +168,7 @@ static int spawn_worker(void)
 		s->state = WS_FREE;
 		errno = e;
 		log_err("fork: %s", strerror(errno));
-		fail_backoff("cannot start a worker");
+		fail_backoff("cannot start a worker", 0);
 		return -1;
 	}
 	if (pid == 0) {
@@ -294,6 +304,7 @@ static void reap(void)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		int i, expected, failed_start;
+		uint64_t started;
 		struct slot *s;
 
 		describe_status(status, what, sizeof(what));
@@ -312,6 +323,7 @@ static void reap(void)
 		failed_start = !expected && (s->state == WS_STARTING ||
 			(now_ms() < M.w[i].started_ms + MIN_UPTIME_MS && s->requests == 0));
 
+		started = M.w[i].started_ms;
 		M.served_exited += s->requests;
 		if (M.w[i].pipe_wr >= 0)
 			close(M.w[i].pipe_wr);
@@ -324,7 +336,7 @@ static void reap(void)
 			M.exit_code = EXIT_CONFIG;
 			begin_stop(STOP_FAST, 0);
 		} else if (failed_start && M.stop == RUNNING) {
-			fail_backoff("worker start failed");
+			fail_backoff("worker start failed", started);
 		}
 	}
 	if (pid < 0 && errno != ECHILD)
