@@ -1,0 +1,95 @@
+# SPDX-License-Identifier: MIT
+"""
+Pool sizing: the pool grows under concurrent clients up to max_workers and
+never beyond, shrinks back to the floor when idle, and SIGTTIN / SIGTTOU move
+the floor by one.
+"""
+
+import signal
+import threading
+import time
+
+from conftest import Conn, children, readable, wait_for
+
+
+class Sampler(threading.Thread):
+    """Samples the number of live workers every 50 ms; bounded in time."""
+
+    def __init__(self, master_pid, max_seconds=60.0):
+        super().__init__(daemon=True)
+        self.master_pid = master_pid
+        self.max_seconds = max_seconds
+        self.stop = threading.Event()
+        self.samples = []
+
+    def run(self):
+        deadline = time.monotonic() + self.max_seconds
+        for _ in range(int(self.max_seconds / 0.05) + 1):
+            if self.stop.is_set() or time.monotonic() >= deadline:
+                return
+            self.samples.append(len(children(self.master_pid)))
+            time.sleep(0.05)
+
+
+def test_pool_grows_under_load_and_shrinks_when_idle(start_daemon):
+    cap = 6
+    d = start_daemon({"workers": 2, "min_spare": 1, "max_spare": 2, "max_workers": cap})
+    d.wait_workers(2)
+    sampler = Sampler(d.pid)
+    sampler.start()
+    try:
+        # One client more than the cap, all at once: the pool grows from 2 to
+        # 6 while the clients wait in the backlog; the last one must keep
+        # waiting, as min_spare can never be met at the cap.
+        socks = [d.open() for _ in range(cap + 1)]
+        conns = [Conn(s, timeout=15) for s in socks[:cap]]
+        assert len({c.worker_pid for c in conns}) == cap, "a worker served two clients"
+        st = wait_for(lambda: (lambda s: s if s.busy == cap and s.total == cap else None)(
+            d.status()), 5, f"status: {cap} busy of {cap}")
+        assert st.max == cap and st.floor == 2
+        time.sleep(2.0)  # the cap must hold while demand exceeds it
+        assert len(d.workers()) == cap
+        assert not readable([socks[cap]]), "a client beyond max_workers was served"
+
+        # One client leaves: the waiting one gets its worker.
+        conns[0].echo(b"bye 0")
+        assert conns[0].finish() == b""
+        conns[0].close()
+        conns[0] = Conn(socks[cap], timeout=5)
+        for i, c in enumerate(conns):
+            c.echo(b"bye %d" % i)
+            assert c.finish() == b""
+            c.close()
+        # Six idle, max_spare 2, floor 2: retired one per second down to 2.
+        wait_for(lambda: len(d.workers()) == 2, 15, "the pool to shrink to its floor")
+        st = wait_for(lambda: (lambda s: s if s.total == 2 and s.idle == 2 else None)(
+            d.status()), 5, "status: 2 idle")
+        assert st.floor == 2
+        time.sleep(1.5)
+        assert len(d.workers()) == 2, "the pool went below its floor"
+    finally:
+        sampler.stop.set()
+        sampler.join(5)
+    assert sampler.samples, "no samples"
+    assert max(sampler.samples) <= cap, f"pool exceeded max_workers: {max(sampler.samples)}"
+    assert max(sampler.samples) == cap
+
+
+def test_ttin_ttou_move_the_floor(start_daemon):
+    d = start_daemon({"workers": 2, "min_spare": 1, "max_spare": 2, "max_workers": 8})
+    d.wait_workers(2)
+    assert d.status().floor == 2
+    for n in (3, 4):
+        d.kill(signal.SIGTTIN)
+        d.wait_workers(n, timeout=5)
+        wait_for(lambda: d.status().floor == n, 5, f"floor {n}")
+    # More idle workers than max_spare: only the floor holds them, so each
+    # SIGTTOU lets the master retire one.
+    for n in (3, 2):
+        d.kill(signal.SIGTTOU)
+        wait_for(lambda: d.status().floor == n, 5, f"floor {n}")
+        d.wait_workers(n, timeout=5)
+    time.sleep(1.5)
+    assert len(d.workers()) == 2
+    assert d.running()
+    d.exchange()
