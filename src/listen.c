@@ -5,6 +5,7 @@
  * the master only; the workers inherit the descriptors across fork().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -83,11 +84,49 @@ fail_errno:
 	return -1;
 }
 
+int listen_adopt(struct listener *l, int fd, const char *name, char *err, size_t errlen)
+{
+	struct sockaddr_storage bound;
+	socklen_t blen = sizeof(bound);
+
+	memset(l, 0, sizeof(*l));
+	l->fd = fd;
+	l->inherited = 1;
+	snprintf(l->name, sizeof(l->name), "%s", name);
+	if (getsockname(fd, (struct sockaddr *)&bound, &blen) < 0) {
+		snprintf(err, errlen, "inherited fd %d: getsockname: %s", fd, strerror(errno));
+		return -1;
+	}
+	l->is_unix = bound.ss_family == AF_UNIX;
+	addr_format((struct sockaddr *)&bound, blen, l->bound, sizeof(l->bound));
+	/* Workers poll it and accept non-blocking, as for our own sockets. */
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	return 0;
+}
+
+int listen_matches(const struct listener *l, const char *spec)
+{
+	char why[160], canon[ADDR_STRLEN];
+	struct addr a;
+
+	if (l->fd < 0)
+		return 0;
+	if (strcmp(l->spec, spec) == 0)
+		return 1;
+	if (!l->inherited || addr_parse(spec, &a, why, sizeof(why)) < 0)
+		return 0;
+	addr_format((struct sockaddr *)&a.sa, a.len, canon, sizeof(canon));
+	return strcmp(canon, l->bound) == 0;
+}
+
 void listen_close(struct listener *l)
 {
 	if (l->fd < 0)
 		return;
-	if (l->is_unix)
+	/* systemd keeps its own copy of an inherited socket: closing ours
+	 * leaves it listening (connections queue for the next start). */
+	if (l->is_unix && !l->inherited)
 		unlink(l->bound);
 	close(l->fd);
 	l->fd = -1;

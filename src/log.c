@@ -21,7 +21,9 @@ static struct {
 	char path[256];  /* log file, for reopen */
 	int level;
 	int startup_fd;  /* readiness pipe in daemon mode, else -1 */
-} lg = { "tcpexecd", LOG_TARGET_STDERR, 2, "", LOG_INFO, -1 };
+	int prefix;      /* "<N>" priority prefixes for systemd's stderr parser */
+	log_journal_fn journal;
+} lg = { "tcpexecd", LOG_TARGET_STDERR, 2, "", LOG_INFO, -1, 0, NULL };
 
 void log_init(const char *ident)
 {
@@ -62,8 +64,21 @@ int log_open(enum log_target target, const char *path)
 	case LOG_TARGET_FILE:
 		lg.fd = fd;
 		break;
+	case LOG_TARGET_JOURNAL:
+		lg.fd = STDERR_FILENO; /* the fallback if the journal refuses */
+		break;
 	}
 	return 0;
+}
+
+void log_set_journal(log_journal_fn fn)
+{
+	lg.journal = fn;
+}
+
+void log_set_prefix(int on)
+{
+	lg.prefix = on;
 }
 
 int log_reopen(void)
@@ -137,7 +152,10 @@ static void write_all(int fd, const char *buf, size_t len)
 	}
 }
 
-void log_vmsg(int prio, const char *fmt, va_list ap)
+static void vevent(int prio, const char *msgid, const char *fields, const char *fmt, va_list ap)
+	__attribute__((format(printf, 4, 0)));
+
+static void vevent(int prio, const char *msgid, const char *fields, const char *fmt, va_list ap)
 {
 	char msg[2048], line[2200];
 	int saved = errno;
@@ -159,8 +177,15 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 		syslog(prio, "%s", msg);
 		goto out;
 	}
-	n = snprintf(line, sizeof(line), "%s[%ld]: %s%s\n", lg.ident, (long)getpid(),
-		     prio_prefix(prio), msg);
+	if (lg.target == LOG_TARGET_JOURNAL && lg.journal &&
+	    lg.journal(prio, msg, msgid, fields) == 0)
+		goto out;
+	if (lg.prefix)
+		n = snprintf(line, sizeof(line), "<%d>%s[%ld]: %s\n", prio, lg.ident,
+			     (long)getpid(), msg);
+	else
+		n = snprintf(line, sizeof(line), "%s[%ld]: %s%s\n", lg.ident, (long)getpid(),
+			     prio_prefix(prio), msg);
 	if (n >= (int)sizeof(line)) {
 		n = sizeof(line) - 1;
 		line[n - 1] = '\n';
@@ -168,6 +193,20 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 	write_all(lg.fd, line, (size_t)n);
 out:
 	errno = saved;
+}
+
+void log_vmsg(int prio, const char *fmt, va_list ap)
+{
+	vevent(prio, NULL, NULL, fmt, ap);
+}
+
+void log_event(int prio, const char *msgid, const char *fields, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vevent(prio, msgid, fields, fmt, ap);
+	va_end(ap);
 }
 
 void log_msg(int prio, const char *fmt, ...)

@@ -17,6 +17,7 @@
 #include "master.h"
 #include "systemd.h"
 #include "tcpexecd.h"
+#include "worker.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/tcpexecd/tcpexecd.conf"
 
@@ -24,12 +25,15 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: tcpexecd [-ftV] [-c file] [-l address]... [-p pidfile] [-w workers]\n"
+		"       tcpexecd -i [-c file]\n"
 		"       tcpexecd -s [-c file]\n"
 		"\n"
 		"  -c, --config FILE     configuration file (default %s;\n"
 		"                        built-in defaults when that file does not exist)\n"
 		"  -f, --foreground      stay in the foreground, log to stderr, print the\n"
 		"                        bound addresses on stdout once ready\n"
+		"  -i, --inetd           serve the one connection on standard input (inetd,\n"
+		"                        systemd Accept=yes) and exit\n"
 		"  -l, --listen ADDRESS  listen on A.B.C.D:PORT, [V6]:PORT or /path instead of\n"
 		"                        the configured addresses (repeatable; port 0 = any)\n"
 		"  -p, --pidfile FILE    write and lock a pidfile\n"
@@ -51,11 +55,18 @@ static _Noreturn void usage_error(const char *msg)
 	exit(EXIT_USAGE);
 }
 
-int main(int argc, char **argv)
+struct cli {
+	struct master_opts opts;
+	const char *config_path;
+	int foreground, check, status, inetd;
+};
+
+static void parse_options(int argc, char **argv, struct cli *cli)
 {
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "foreground", no_argument, NULL, 'f' },
+		{ "inetd", no_argument, NULL, 'i' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "status", no_argument, NULL, 's' },
@@ -65,97 +76,126 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct master_opts opts = { .ready_fd = -1 };
-	int foreground = 0, check = 0, status = 0, c;
-	const char *config_path = NULL;
-	struct config *cfg;
-	char err[512], *end;
+	struct config_overrides *o = &cli->opts.overrides;
+	char *end;
 	long n;
+	int c;
 
-	log_init("tcpexecd");
-	while ((c = getopt_long(argc, argv, "c:fl:p:stw:hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:fil:p:stw:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			config_path = optarg;
+			cli->config_path = optarg;
 			break;
 		case 'f':
-			foreground = 1;
+			cli->foreground = 1;
+			break;
+		case 'i':
+			cli->inetd = 1;
 			break;
 		case 'l':
-			if (opts.overrides.nlisten == CONFIG_MAX_LISTEN)
+			if (o->nlisten == CONFIG_MAX_LISTEN)
 				usage_error("too many -l options (at most 16)");
-			opts.overrides.listen[opts.overrides.nlisten++] = optarg;
+			o->listen[o->nlisten++] = optarg;
 			break;
 		case 'p':
 			if (optarg[0] != '/')
 				usage_error("-p: the pidfile must be an absolute path");
-			opts.overrides.pidfile = optarg;
+			o->pidfile = optarg;
 			break;
 		case 's':
-			status = 1;
+			cli->status = 1;
 			break;
 		case 't':
-			check = 1;
+			cli->check = 1;
 			break;
 		case 'w':
 			errno = 0;
 			n = strtol(optarg, &end, 10);
 			if (errno || end == optarg || *end || n < 1 || n > 1024)
 				usage_error("-w: expected a number of workers from 1 to 1024");
-			opts.overrides.workers = (int)n;
+			o->workers = (int)n;
 			break;
 		case 'h':
 			usage(stdout);
-			return EXIT_OK;
+			exit(EXIT_OK);
 		case 'V':
 			printf("tcpexecd %s\n", TCPEXECD_VERSION);
-			return EXIT_OK;
+			exit(EXIT_OK);
 		default:
 			fprintf(stderr, "Try 'tcpexecd --help' for more information.\n");
-			return EXIT_USAGE;
+			exit(EXIT_USAGE);
 		}
 	}
 	if (optind < argc)
 		usage_error("unexpected argument");
+	if (cli->check + cli->status + cli->inetd > 1)
+		usage_error("-i, -s and -t exclude each other");
+}
+
+/* Where records go: the journal natively when stderr is connected to it,
+ * "<N>"-prefixed stderr for another systemd-captured stream, plain stderr
+ * in the foreground, syslog (or log_file) for a daemon. */
+static void setup_logging(enum start_mode mode, const struct config *cfg)
+{
+	int rc = 0;
+
+	log_set_journal(systemd_journal_send);
+	if (mode != START_DAEMON && systemd_journal_stream())
+		rc = log_open(LOG_TARGET_JOURNAL, NULL);
+	else if (mode != START_DAEMON)
+		log_set_prefix(systemd_stderr_prefix());
+	if (cfg->log_file[0] && mode != START_FOREGROUND)
+		rc = log_open(LOG_TARGET_FILE, cfg->log_file);
+	else if (mode == START_DAEMON)
+		rc = log_open(LOG_TARGET_SYSLOG, NULL);
+	if (rc < 0)
+		fatal(EXIT_RUNTIME, "log file %s: %s", cfg->log_file, strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+	struct cli cli = { .opts = { .ready_fd = -1 } };
+	struct config *cfg;
+	char err[512];
+
+	log_init("tcpexecd");
+	parse_options(argc, argv, &cli);
 
 	/* Without -c, a missing default file means the built-in configuration:
 	 * a fresh build runs safely (loopback only) before anything is
 	 * installed. A file named with -c must exist. */
-	if (!config_path && access(DEFAULT_CONFIG, F_OK) == 0)
-		config_path = DEFAULT_CONFIG;
-	cfg = config_load(config_path, &opts.overrides, err, sizeof(err));
+	if (!cli.config_path && access(DEFAULT_CONFIG, F_OK) == 0)
+		cli.config_path = DEFAULT_CONFIG;
+	cfg = config_load(cli.config_path, &cli.opts.overrides, err, sizeof(err));
 	if (!cfg) {
 		fprintf(stderr, "tcpexecd: %s\n", err);
 		return EXIT_CONFIG;
 	}
-	if (check || status) {
+	if (cli.check || cli.status) {
 		int rc = EXIT_OK;
-		if (check)
-			printf("configuration %s is valid (%d commands)\n", cfg->source,
-			       cfg->ncommands);
+		if (cli.check)
+			printf("configuration %s is valid\n", cfg->source);
 		else
 			rc = control_query(cfg->control_socket);
 		config_free(cfg);
 		return rc;
 	}
-
-	opts.config_path = config_path;
-	if (foreground)
-		opts.mode = START_FOREGROUND;
-	else if (systemd_detect())
-		opts.mode = START_SYSTEMD;
-	else
-		opts.mode = START_DAEMON;
-
-	if (opts.mode == START_DAEMON) {
-		opts.ready_fd = daemonize();
-		log_set_startup_fd(opts.ready_fd);
-		if (cfg->log_file[0] ? log_open(LOG_TARGET_FILE, cfg->log_file) < 0
-				    : log_open(LOG_TARGET_SYSLOG, NULL) < 0)
-			fatal(EXIT_RUNTIME, "log file %s: %s", cfg->log_file, strerror(errno));
-	} else if (opts.mode == START_SYSTEMD && cfg->log_file[0]) {
-		if (log_open(LOG_TARGET_FILE, cfg->log_file) < 0)
-			fatal(EXIT_RUNTIME, "log file %s: %s", cfg->log_file, strerror(errno));
+	if (cli.inetd) {
+		setup_logging(START_FOREGROUND, cfg);
+		return worker_inetd(cfg);
 	}
-	return master_run(&opts, cfg);
+
+	cli.opts.config_path = cli.config_path;
+	if (cli.foreground)
+		cli.opts.mode = START_FOREGROUND;
+	else if (systemd_detect())
+		cli.opts.mode = START_SYSTEMD;
+	else
+		cli.opts.mode = START_DAEMON;
+	if (cli.opts.mode == START_DAEMON) {
+		cli.opts.ready_fd = daemonize();
+		log_set_startup_fd(cli.opts.ready_fd);
+	}
+	setup_logging(cli.opts.mode, cfg);
+	return master_run(&cli.opts, cfg);
 }

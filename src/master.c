@@ -50,7 +50,7 @@ enum stop_state { RUNNING, STOP_GRACEFUL, STOP_FAST };
 static struct {
 	const struct master_opts *opts;
 	struct config *cfg;        /* current; replaced on reload */
-	struct listener listeners[CONFIG_MAX_LISTEN];
+	struct listener listeners[LISTEN_MAX];
 	int nlisteners;
 	struct scoreboard sb;
 	struct wpriv *w;           /* sb.nslots entries */
@@ -69,6 +69,9 @@ static struct {
 	uint64_t started_ms;
 	uint64_t served_exited;    /* requests served by workers already reaped */
 	int full_warned;
+	uint64_t watchdog_ms;      /* ping interval (half of WatchdogSec=), 0: off */
+	uint64_t next_watchdog_ms;
+	char status_line[160];     /* the last STATUS= sent */
 	enum stop_state stop;
 	uint64_t stop_deadline_ms; /* 0: none */
 	uint64_t kill_at_ms;       /* 0: none */
@@ -317,12 +320,25 @@ static void reap(void)
 		}
 		s = &M.sb.slots[i];
 		expected = M.w[i].pipe_wr < 0 || M.stop != RUNNING;
-		log_msg(expected && WIFEXITED(status) && WEXITSTATUS(status) == 0
-				? LOG_INFO : LOG_WARNING,
-			"worker %ld %s", (long)pid, what);
+		{
+			char fields[96];
+			snprintf(fields, sizeof(fields), "TCPEXECD_WORKER_PID=%ld\n%s=%d", (long)pid,
+				 WIFSIGNALED(status) ? "SIGNAL" : "EXIT_STATUS",
+				 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+			log_event(expected && WIFEXITED(status) && WEXITSTATUS(status) == 0
+					  ? LOG_INFO : LOG_WARNING,
+				  MSGID_WORKER_DIED, fields, "worker %ld %s", (long)pid, what);
+		}
 		failed_start = !expected && (s->state == WS_STARTING ||
 			(now_ms() < M.w[i].started_ms + MIN_UPTIME_MS && s->requests == 0));
 
+		if (s->cmd_pgid > 0) {
+			/* The worker died under a running command: its group is in
+			 * a session of its own and nobody else would end it. */
+			log_warn("killing process group %ld left by worker %ld", (long)s->cmd_pgid,
+				 (long)pid);
+			kill(-s->cmd_pgid, SIGKILL);
+		}
 		started = M.w[i].started_ms;
 		M.served_exited += s->requests;
 		if (M.w[i].pipe_wr >= 0)
@@ -385,37 +401,55 @@ static void begin_stop(enum stop_state how, uint64_t deadline_ms)
 	M.kill_at_ms = now + FAST_STOP_GRACE_MS;
 }
 
+/* Listeners for c: kept from keep when one serves the same address (a
+ * reload, or a socket systemd passed), opened otherwise. Inherited sockets
+ * the configuration does not name are kept too; at start (strict) only if
+ * their FileDescriptorName is "tcpexecd", else that is an error. On error
+ * what this call opened is closed again. */
 static int open_listeners(const struct config *c, struct listener *out, int *nout,
-			  const struct listener *keep, int nkeep, char *err, size_t errlen)
+			  const struct listener *keep, int nkeep, int strict,
+			  char *err, size_t errlen)
 {
-	int n = 0;
+	int used[LISTEN_MAX] = { 0 }, n = 0, j;
 
 	for (int i = 0; i < c->nlisten; i++) {
-		int j;
 		for (j = 0; j < nkeep; j++)
-			if (keep[j].fd >= 0 && strcmp(keep[j].spec, c->listen[i]) == 0)
+			if (!used[j] && listen_matches(&keep[j], c->listen[i]))
 				break;
 		if (j < nkeep) {
-			out[n++] = keep[j];
+			used[j] = 1;
+			out[n] = keep[j];
+			snprintf(out[n++].spec, sizeof(out[0].spec), "%s", c->listen[i]);
 			continue;
 		}
-		if (listen_open(&out[n], c->listen[i], c->backlog, err, errlen) < 0) {
-			/* Undo only what this call opened. */
-			for (int k = 0; k < n; k++) {
-				int kept = 0;
-				for (j = 0; j < nkeep; j++)
-					kept |= keep[j].fd == out[k].fd;
-				if (!kept)
-					listen_close(&out[k]);
-			}
-			return -1;
-		}
-		out[n].fd = out[n].fd; /* opened */
+		if (listen_open(&out[n], c->listen[i], c->backlog, err, errlen) < 0)
+			goto undo;
 		log_info("listening on %s", out[n].bound);
 		n++;
 	}
+	for (j = 0; j < nkeep; j++) {
+		if (used[j] || !keep[j].inherited)
+			continue;
+		if (strict && strcmp(keep[j].name, "tcpexecd") != 0) {
+			snprintf(err, errlen,
+				 "inherited socket %s (name \"%s\") matches no listen address; "
+				 "name it FileDescriptorName=tcpexecd or add it to listen",
+				 keep[j].bound, keep[j].name);
+			goto undo;
+		}
+		out[n++] = keep[j];
+	}
 	*nout = n;
 	return 0;
+undo:
+	for (int k = 0; k < n; k++) {
+		int kept = 0;
+		for (j = 0; j < nkeep; j++)
+			kept |= keep[j].fd == out[k].fd;
+		if (!kept)
+			listen_close(&out[k]);
+	}
+	return -1;
 }
 
 static void apply_log_config(const struct config *c)
@@ -425,7 +459,7 @@ static void apply_log_config(const struct config *c)
 
 static void reload(void)
 {
-	struct listener nl[CONFIG_MAX_LISTEN];
+	struct listener nl[LISTEN_MAX];
 	struct config *nc;
 	char err[512];
 	int n;
@@ -441,7 +475,7 @@ static void reload(void)
 			 "(the scoreboard is sized at start)", M.sb.nslots / 2);
 		goto fail;
 	}
-	if (open_listeners(nc, nl, &n, M.listeners, M.nlisteners, err, sizeof(err)) < 0)
+	if (open_listeners(nc, nl, &n, M.listeners, M.nlisteners, 0, err, sizeof(err)) < 0)
 		goto fail;
 	for (int i = 0; i < M.nlisteners; i++) {
 		int kept = 0;
@@ -472,12 +506,14 @@ static void reload(void)
 		if (M.w[i].generation != M.generation)
 			retire(i);
 	pool_fill();
-	log_notice("configuration reloaded (generation %u)", M.generation);
+	log_event(LOG_NOTICE, MSGID_RELOAD, NULL, "configuration reloaded (generation %u)",
+		  M.generation);
 	systemd_notify("READY=1\nSTATUS=configuration reloaded (generation %u)", M.generation);
 	return;
 fail:
 	config_free(nc);
-	log_err("reload failed: %s; keeping the current configuration", err);
+	log_event(LOG_ERR, MSGID_RELOAD, NULL, "reload failed: %s; keeping the current configuration",
+		  err);
 	systemd_notify("READY=1\nSTATUS=reload failed: %s", err);
 }
 
@@ -651,12 +687,39 @@ static void announce_ready(void)
 		daemonize_ready(M.opts->ready_fd);
 	}
 	systemd_notify("READY=1\nSTATUS=serving with %d workers", M.floor);
+	log_event(LOG_NOTICE, MSGID_STARTED, NULL, "started (%d workers, %d sockets)", M.floor,
+		  M.nlisteners);
+}
+
+/* STATUS= for `systemctl status`: the pool as the scoreboard sees it, sent
+ * when it changes, at most once a tick. */
+static void notify_status(void)
+{
+	int count[WS_EXITING + 1] = { 0 }, total = 0;
+	uint64_t served = M.served_exited;
+	char line[sizeof(M.status_line)];
+
+	for (int i = 0; i < M.sb.nslots; i++) {
+		if (!M.w[i].pid)
+			continue;
+		total++;
+		count[M.sb.slots[i].state <= WS_EXITING ? M.sb.slots[i].state : 0]++;
+		served += M.sb.slots[i].requests;
+	}
+	snprintf(line, sizeof(line), "%d workers: %d idle, %d busy; %llu served; generation %u",
+		 total, count[WS_IDLE], count[WS_BUSY], (unsigned long long)served, M.generation);
+	if (strcmp(line, M.status_line) == 0)
+		return;
+	memcpy(M.status_line, line, sizeof(line));
+	systemd_notify("STATUS=%s", line);
 }
 
 static uint64_t next_timeout(void)
 {
 	uint64_t t = M.next_tick_ms;
 
+	if (M.watchdog_ms && M.next_watchdog_ms < t)
+		t = M.next_watchdog_ms;
 	if (M.stop_deadline_ms && M.stop_deadline_ms < t)
 		t = M.stop_deadline_ms;
 	if (M.kill_at_ms && M.kill_at_ms < t)
@@ -685,7 +748,10 @@ static void cleanup(void)
 
 int master_run(const struct master_opts *opts, struct config *cfg)
 {
+	struct systemd_socket inh[LISTEN_MAX];
+	struct listener adopted[LISTEN_MAX];
 	char err[512];
+	int ninh;
 
 	M.opts = opts;
 	M.cfg = cfg;
@@ -711,7 +777,17 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 			fatal(EXIT_RUNTIME, "%s", err);
 	}
 
-	if (open_listeners(M.cfg, M.listeners, &M.nlisteners, NULL, 0, err, sizeof(err)) < 0) {
+	ninh = systemd_take(inh, (int)ARRAY_SIZE(inh), err, sizeof(err));
+	if (ninh < 0)
+		fatal(EXIT_RUNTIME, "%s", err);
+	for (int i = 0; i < ninh; i++) {
+		if (listen_adopt(&adopted[i], inh[i].fd, inh[i].name, err, sizeof(err)) < 0)
+			fatal(EXIT_RUNTIME, "%s", err);
+		log_info("listening on %s (from systemd%s%s)", adopted[i].bound,
+			 adopted[i].name[0] ? ", name " : "", adopted[i].name);
+	}
+	if (open_listeners(M.cfg, M.listeners, &M.nlisteners, adopted, ninh, 1, err,
+			   sizeof(err)) < 0) {
 		if (M.pidfd >= 0)
 			pidfile_release(M.pidfile, M.pidfd);
 		fatal(EXIT_RUNTIME, "%s", err);
@@ -739,6 +815,8 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 	for (int i = 0; i < M.floor; i++)
 		if (spawn_worker() < 0)
 			break;
+	M.watchdog_ms = systemd_watchdog_usec() / 2000;
+	M.next_watchdog_ms = now_ms() + M.watchdog_ms;
 	announce_ready();
 	M.next_tick_ms = now_ms() + TICK_MS;
 
@@ -761,8 +839,22 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 		now = now_ms();
 		if (M.backoff_ms && M.stop == RUNNING && now >= M.next_spawn_ms)
 			pool_fill();
+		if (M.watchdog_ms && now >= M.next_watchdog_ms) {
+			systemd_notify("WATCHDOG=1");
+			M.next_watchdog_ms = now + M.watchdog_ms;
+		}
 		if (now >= M.next_tick_ms) {
 			pool_tick();
+			if (M.stop == RUNNING) {
+				notify_status();
+			} else {
+				/* A drain may outlast TimeoutStopSec=: it is ours to
+				 * bound (stop_timeout), so keep systemd waiting. */
+				uint64_t left = M.stop_deadline_ms > now ? M.stop_deadline_ms - now
+									 : 10000;
+				systemd_notify("EXTEND_TIMEOUT_USEC=%llu",
+					       (unsigned long long)(left + 5000) * 1000);
+			}
 			M.next_tick_ms = now + TICK_MS;
 		}
 		if (M.stop_deadline_ms && now >= M.stop_deadline_ms) {
@@ -775,7 +867,7 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 			M.kill_at_ms = 0;
 		}
 	}
-	log_notice("stopped");
+	log_event(LOG_NOTICE, MSGID_STOPPED, NULL, "stopped");
 	cleanup();
 	return M.exit_code;
 }

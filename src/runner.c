@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -54,7 +55,7 @@ static const int rlimit_res[RL_COUNT] = {
 
 /* In the child, between fork and exec: only async-signal-safe calls. */
 static _Noreturn void child(const struct policy_exec *ex, const char *const *envp,
-			    int in, int out, int err, int report)
+			    int in, int out, int err, int report, pid_t worker)
 {
 	const struct command *cmd = ex->cmd;
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
@@ -62,6 +63,10 @@ static _Noreturn void child(const struct policy_exec *ex, const char *const *env
 	int e;
 
 	if (setsid() < 0)
+		goto fail;
+	/* If the worker dies, so does the command (its own children are
+	 * reached by the master, through the scoreboard's process group). */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != worker)
 		goto fail;
 	for (int sig = 1; sig < _NSIG; sig++)
 		sigaction(sig, &dfl, NULL);
@@ -114,6 +119,7 @@ int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
 	const char *envp[MAX_ENV + 1];
 	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, er[2] = { -1, -1 }, rep[2] = { -1, -1 };
 	int n = 0, e = 0;
+	pid_t worker;
 	ssize_t got;
 
 	r->pid = -1;
@@ -146,11 +152,12 @@ int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
 	    pipe2(rep, O_CLOEXEC) < 0)
 		goto fail_errno;
 
+	worker = getpid();
 	r->pid = fork();
 	if (r->pid < 0)
 		goto fail_errno;
 	if (r->pid == 0)
-		child(ex, envp, in[0], out[1], o->merge_stderr ? out[1] : er[1], rep[1]);
+		child(ex, envp, in[0], out[1], o->merge_stderr ? out[1] : er[1], rep[1], worker);
 
 	runner_close_fd(&in[0]);
 	runner_close_fd(&out[1]);

@@ -26,6 +26,7 @@ struct slot {
 	volatile uint64_t heartbeat_ms;
 	volatile uint64_t busy_since_ms;
 	volatile uint64_t requests;
+	volatile pid_t cmd_pgid;      /* process group of the running command, 0 if none */
 	char peer[64];
 	char command[96];
 };

@@ -227,9 +227,19 @@ static void escape(char *dst, size_t cap, char *const *argv, int argc)
 static void audit(const struct conn *c, char *const *argv, int argc, const char *decision,
 		  const struct outcome *oc)
 {
-	char args[1024], status[64];
+	char args[1024], status[64], fields[1400];
+	uint64_t ms = oc->started_ms ? now_ms() - oc->started_ms : 0;
+	char name[300], why[sizeof(oc->why)];
+	int allowed = strcmp(decision, "allow") == 0, n;
 
+	/* Everything a client chose is escaped: a newline in a command name
+	 * must not start a forged record. */
 	escape(args, sizeof(args), argv, argc);
+	escape(name, sizeof(name), argv, argc > 0 ? 1 : 0);
+	snprintf(why, sizeof(why), "%s", oc->why);
+	for (char *p = why; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+			*p = '?';
 	if (oc->error)
 		snprintf(status, sizeof(status), "error:%s", proto_error_name(oc->error));
 	else if (!oc->exited)
@@ -239,13 +249,31 @@ static void audit(const struct conn *c, char *const *argv, int argc, const char 
 			 WCOREDUMP(oc->status) ? "+core" : "");
 	else
 		snprintf(status, sizeof(status), "exit:%d", WEXITSTATUS(oc->status));
-	log_msg(strcmp(decision, "allow") == 0 ? LOG_INFO : LOG_NOTICE,
-		"%s peer=%s:%u command=%.64s argv=[%s] status=%s duration_ms=%llu in=%llu "
-		"out=%llu worker=%ld%s%s",
-		decision, c->host, c->port, argc > 0 ? argv[0] : "", args, status,
-		(unsigned long long)(oc->started_ms ? now_ms() - oc->started_ms : 0),
-		(unsigned long long)oc->bytes_in, (unsigned long long)oc->bytes_out,
-		(long)getpid(), oc->why[0] ? " reason=" : "", oc->why);
+	for (char *p = status; *p; p++)
+		if (*p == ' ')
+			*p = '_';
+
+	/* The same facts as journal fields, for journalctl FIELD=value. */
+	n = snprintf(fields, sizeof(fields),
+		     "TCPEXECD_WORKER_PID=%ld\nREMOTE_ADDR=%s\nREMOTE_PORT=%u\nCOMMAND=%.80s\n"
+		     "ARGV=%s\nDECISION=%s\nDURATION_USEC=%llu\nBYTES_IN=%llu\nBYTES_OUT=%llu\n",
+		     (long)getpid(), c->host, c->port, name, args, decision,
+		     (unsigned long long)ms * 1000, (unsigned long long)oc->bytes_in,
+		     (unsigned long long)oc->bytes_out);
+	if (n > 0 && (size_t)n < sizeof(fields) && oc->exited && !oc->error)
+		snprintf(fields + n, sizeof(fields) - (size_t)n, "%s=%d",
+			 WIFSIGNALED(oc->status) ? "SIGNAL" : "EXIT_STATUS",
+			 WIFSIGNALED(oc->status) ? WTERMSIG(oc->status) : WEXITSTATUS(oc->status));
+	else if (n > 0 && (size_t)n < sizeof(fields) && oc->error)
+		snprintf(fields + n, sizeof(fields) - (size_t)n, "ERROR=%s",
+			 proto_error_name(oc->error));
+
+	log_event(allowed ? LOG_INFO : LOG_NOTICE, allowed ? MSGID_EXECUTED : MSGID_DENIED, fields,
+		  "%s peer=%s:%u command=%.80s argv=[%s] status=%s duration_ms=%llu in=%llu "
+		  "out=%llu worker=%ld%s%s",
+		  decision, c->host, c->port, name, args, status, (unsigned long long)ms,
+		  (unsigned long long)oc->bytes_in, (unsigned long long)oc->bytes_out,
+		  (long)getpid(), why[0] ? " reason=" : "", why);
 }
 
 /* Signals a client may forward to its command (Ctrl-C and friends). */
@@ -257,6 +285,28 @@ static int signal_allowed(int sig)
 		return 1;
 	}
 	return 0;
+}
+
+/* While stdin waits for the command to read, SIGNAL frames queued behind
+ * it are delivered at once (and removed): Ctrl-C must reach a command that
+ * does not read its input. */
+static void signals_ahead(struct conn *c, const struct runner *r)
+{
+	struct proto_frame f;
+	size_t off = 0;
+	long n;
+
+	while ((n = proto_frame_parse(rbuf + off, c->rlen - off, c->cfg->max_frame, &f)) > 0) {
+		int sig;
+		if (off > 0 && f.type == PROTO_SIGNAL) {
+			if (proto_decode_signal(&f, &sig) == 0 && signal_allowed(sig))
+				runner_signal(r, sig);
+			memmove(rbuf + off, rbuf + off + n, c->rlen - off - (size_t)n);
+			c->rlen -= (size_t)n;
+			continue;
+		}
+		off += (size_t)n;
+	}
 }
 
 /* Framed mode, while a command runs: act on the client's frames in rbuf.
@@ -277,8 +327,10 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 		case PROTO_STDIN:
 			if (r->in_fd >= 0 && *stdin_off < f.len) {
 				ssize_t w = write(r->in_fd, f.payload + *stdin_off, f.len - *stdin_off);
-				if (w < 0 && errno == EAGAIN)
+				if (w < 0 && errno == EAGAIN) {
+					signals_ahead(c, r);
 					return 1;
+				}
 				if (w < 0) {
 					/* The command closed its stdin: the rest of the
 					 * client's input is discarded, as a pipe would. */
@@ -286,8 +338,10 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 				} else {
 					*stdin_off += (size_t)w;
 					oc->bytes_in += (size_t)w;
-					if (*stdin_off < f.len)
+					if (*stdin_off < f.len) {
+						signals_ahead(c, r);
 						return 1;
+					}
 				}
 			}
 			break;
@@ -507,11 +561,15 @@ static enum end run_request(struct conn *c, int argc, char *const argv[], int en
 		return flush(c);
 	}
 	oc.started_ms = r.started_ms;
+	/* Published so that the master can kill the group if this worker
+	 * dies first (a command runs in its own session and would survive). */
+	c->ctx->slot->cmd_pgid = r.pid;
 	/* The client may ask for a shorter limit, never a longer one. */
 	limit = ex.cmd->timeout_ms;
 	if (timeout_ms && (limit == 0 || timeout_ms < limit))
 		limit = timeout_ms;
 	end = relay(c, &ex, &r, limit, &oc);
+	c->ctx->slot->cmd_pgid = 0;
 	audit(c, argv, argc, "allow", &oc);
 	if (end != END_OK && end != END_CLOSE)
 		return end;
@@ -712,6 +770,8 @@ static enum end line_mode(struct conn *c, uint64_t deadline)
 	char *argv[LINE_MAX_WORDS + 1];
 
 	c->raw = 1;
+	/* Lines have their own limit, whatever max_frame says. */
+	c->rcap = LINE_MAX_LEN;
 	for (;;) {
 		uint8_t *nl = memchr(rbuf, '\n', c->rlen);
 		size_t len;

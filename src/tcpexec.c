@@ -463,6 +463,53 @@ static int split_words(char *line, char **argv, int max)
 	return argc;
 }
 
+/* Read one line from fd 0 without stdio, so that poll() on fd 0 never
+ * waits while a line already sits in a buffer. Returns 1 with a line, 0 at
+ * EOF, or 128+N for a terminating signal received while waiting. */
+static int read_line(char *line, size_t cap, int sigfd)
+{
+	static char buf[65536];
+	static size_t len;
+	static int eof;
+
+	for (;;) {
+		char *nl = memchr(buf, '\n', len);
+		struct pollfd p[2] = { { .fd = 0, .events = POLLIN }, { .fd = sigfd, .events = POLLIN } };
+		struct signalfd_siginfo si;
+		ssize_t n;
+
+		if (nl || (eof && len) || len == sizeof(buf)) {
+			size_t take = nl ? (size_t)(nl - buf) + 1 : len;
+			size_t copy = take < cap ? take : cap - 1;
+			memcpy(line, buf, copy);
+			line[copy] = '\0';
+			memmove(buf, buf + take, len - take);
+			len -= take;
+			return 1;
+		}
+		if (eof)
+			return 0;
+		while (poll(p, 2, -1) < 0 && errno == EINTR)
+			;
+		/* A signal at the prompt ends the session, as it would end a
+		 * shell's read; a window size change does not. */
+		if (p[1].revents && read(sigfd, &si, sizeof(si)) == sizeof(si)) {
+			if (si.ssi_signo == SIGWINCH)
+				continue;
+			return 128 + (int)si.ssi_signo;
+		}
+		if (!p[0].revents)
+			continue;
+		n = read(0, buf + len, sizeof(buf) - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			eof = 1;
+		else
+			len += (size_t)n;
+	}
+}
+
 static int interactive(int sigfd)
 {
 	char line[65536], *argv[MAX_LINE_WORDS + 1];
@@ -470,25 +517,19 @@ static int interactive(int sigfd)
 
 	for (;;) {
 		struct result r;
-		int argc;
-
-		struct pollfd p[2] = { { .fd = 0, .events = POLLIN }, { .fd = sigfd, .events = POLLIN } };
-		struct signalfd_siginfo si;
+		int argc, got;
 
 		if (tty) {
 			fprintf(stderr, "%s> ", opt.host);
 			fflush(stderr);
 		}
-		/* A signal at the prompt ends the session, as it would a shell's
-		 * read; during a command it is forwarded instead. */
-		while (poll(p, 2, -1) < 0 && errno == EINTR)
-			;
-		if (p[1].revents && read(sigfd, &si, sizeof(si)) == sizeof(si)) {
+		got = read_line(line, sizeof(line), sigfd);
+		if (got > 1) {
 			if (tty)
 				fputc('\n', stderr);
-			return 128 + (int)si.ssi_signo;
+			return got;
 		}
-		if (!fgets(line, sizeof(line), stdin))
+		if (got == 0)
 			break;
 		argc = split_words(line, argv, MAX_LINE_WORDS);
 		if (argc < 0) {

@@ -7,6 +7,7 @@
  * SIGTERM. A worker is disposable: fatal() is allowed here.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -96,14 +97,13 @@ static int accept_transient(int e)
 
 void worker_run(const struct worker_ctx *ctx)
 {
-	struct pollfd pfd[2 + CONFIG_MAX_LISTEN];
+	struct pollfd pfd[2 + LISTEN_MAX];
 	struct slot *slot = ctx->slot;
 	struct session_ctx sctx;
 	uint64_t pause_until = 0;
 	int sigfd;
 
 	test_fault();
-	systemd_scrub_env();
 	sigfd = worker_signals();
 	sctx = (struct session_ctx){ .cfg = ctx->cfg, .slot = slot, .sigfd = sigfd,
 				     .master_fd = ctx->master_fd };
@@ -181,4 +181,44 @@ void worker_run(const struct worker_ctx *ctx)
 	}
 	slot->state = WS_EXITING;
 	_exit(EXIT_OK);
+}
+
+/* Inetd mode (-i): this process is the whole server for the one connection
+ * on standard input, as sshd -i. Same session, policy and logging; no
+ * master, no scoreboard (a private slot stands in). */
+int worker_inetd(const struct config *cfg)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	struct slot slot = { .pid = getpid(), .state = WS_BUSY };
+	struct session_ctx sctx = { .cfg = cfg, .slot = &slot, .master_fd = -1 };
+	int fd, rc;
+
+	systemd_scrub_env();
+	if (getpeername(STDIN_FILENO, (struct sockaddr *)&peer, &plen) < 0) {
+		log_err("-i: standard input is not a connected socket: %s", strerror(errno));
+		return EXIT_USAGE;
+	}
+	/* The session owns and closes its descriptor; fd 0 and 1 may be the
+	 * same socket (inetd) or two (systemd gives both): keep 0, and point
+	 * 1 at /dev/null so that nothing else writes into the stream. */
+	fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		fatal(EXIT_RUNTIME, "-i: %s", strerror(errno));
+	rc = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (rc >= 0) {
+		dup2(rc, STDIN_FILENO);
+		dup2(rc, STDOUT_FILENO);
+		close(rc);
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	if (peer.ss_family != AF_UNIX) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	sctx.sigfd = worker_signals();
+	addr_format((struct sockaddr *)&peer, plen, slot.peer, sizeof(slot.peer));
+	session_serve(&sctx, fd, (struct sockaddr *)&peer, plen);
+	close(sctx.sigfd);
+	return EXIT_OK;
 }

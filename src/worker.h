@@ -20,5 +20,7 @@ struct worker_ctx {
 };
 
 _Noreturn void worker_run(const struct worker_ctx *ctx);
+/* -i: serve the connection on standard input in this process; exit code. */
+int worker_inetd(const struct config *cfg);
 
 #endif
