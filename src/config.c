@@ -77,6 +77,84 @@ static void defaults(struct config *c)
 	c->linger_ms = 2000;
 	c->kill_grace_ms = 2000;
 	c->max_frame = 1u << 20;
+	c->tls_ticket_rotate_ms = 3600000;
+	c->per_source_max = 16;
+	c->max_startups[0] = 10;
+	c->max_startups[1] = 30;
+	c->max_startups[2] = 60;
+}
+
+int config_netrules_allow(const struct netrules *r, const struct sockaddr *peer)
+{
+	int best = -1, verdict = r->nallow == 0;
+
+	for (int i = 0; i < r->nallow; i++)
+		if (r->allow[i].prefix > best && addr_cidr_match(&r->allow[i], peer)) {
+			best = r->allow[i].prefix;
+			verdict = 1;
+		}
+	for (int i = 0; i < r->ndeny; i++)
+		if (r->deny[i].prefix >= best && addr_cidr_match(&r->deny[i], peer)) {
+			best = r->deny[i].prefix;
+			verdict = 0;
+		}
+	return verdict;
+}
+
+/* "CIDR[,CIDR...]" into one side of a rule list. */
+static int add_cidrs(struct cidr *arr, int *n, const char *list, char *why, size_t whylen)
+{
+	char buf[512], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (*n >= CONFIG_MAX_ITEMS_NET) {
+			snprintf(why, whylen, "more than %d networks", CONFIG_MAX_ITEMS_NET);
+			return -1;
+		}
+		if (addr_cidr_parse(tok, &arr[*n], why, whylen) < 0)
+			return -1;
+		(*n)++;
+	}
+	return 0;
+}
+
+/* "ADDRESS [tls] [allow=CIDR,...] [deny=CIDR,...]" */
+static int parse_listen(const char *value, char *addr, size_t addrlen, struct listen_opts *o,
+			char *why, size_t whylen)
+{
+	char buf[512], *save = NULL, *tok;
+	struct addr a;
+
+	memset(o, 0, sizeof(*o));
+	snprintf(buf, sizeof(buf), "%s", value);
+	tok = strtok_r(buf, " \t", &save);
+	if (!tok) {
+		snprintf(why, whylen, "no address");
+		return -1;
+	}
+	if (addr_parse(tok, &a, why, whylen) < 0)
+		return -1;
+	if (strlen(tok) >= addrlen) {
+		snprintf(why, whylen, "address too long");
+		return -1;
+	}
+	memcpy(addr, tok, strlen(tok) + 1);
+	while ((tok = strtok_r(NULL, " \t", &save))) {
+		if (strcmp(tok, "tls") == 0)
+			o->tls = 1;
+		else if (strncmp(tok, "allow=", 6) == 0) {
+			if (add_cidrs(o->rules.allow, &o->rules.nallow, tok + 6, why, whylen) < 0)
+				return -1;
+		} else if (strncmp(tok, "deny=", 5) == 0) {
+			if (add_cidrs(o->rules.deny, &o->rules.ndeny, tok + 5, why, whylen) < 0)
+				return -1;
+		} else {
+			snprintf(why, whylen, "unknown listen option \"%s\" (tls, allow=, deny=)", tok);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int parse_suffixed(const char *s, const char *const *units, const uint64_t *mult,
@@ -246,6 +324,7 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 		{ "idle_timeout", offsetof(struct config, idle_timeout_ms), 100 },
 		{ "linger", offsetof(struct config, linger_ms), 0 },
 		{ "kill_grace", offsetof(struct config, kill_grace_ms), 0 },
+		{ "tls_ticket_rotate", offsetof(struct config, tls_ticket_rotate_ms), 60000 },
 	};
 	struct config *c = ps->c;
 	char why[160];
@@ -266,17 +345,59 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 					    (uint64_t *)((char *)c + durations[i].off));
 
 	if (strcmp(key, "listen") == 0) {
-		struct addr a;
 		if (!ps->saw_listen) {
 			c->nlisten = 0;
 			ps->saw_listen = 1;
 		}
 		if (c->nlisten >= CONFIG_MAX_LISTEN)
 			return fail(ps, key, "more than %d listen addresses", CONFIG_MAX_LISTEN);
-		if (addr_parse(value, &a, why, sizeof(why)) < 0)
+		if (parse_listen(value, c->listen[c->nlisten], sizeof(c->listen[0]),
+				 &c->lopts[c->nlisten], why, sizeof(why)) < 0)
 			return fail(ps, key, "\"%s\": %s", value, why);
-		snprintf(c->listen[c->nlisten++], sizeof(c->listen[0]), "%s", value);
+		c->nlisten++;
 		return 1;
+	}
+	if (strcmp(key, "per_source_max") == 0) {
+		if (parse_int(value, 0, MAX_WORKERS_CEILING, &n) < 0)
+			return fail(ps, key, "\"%s\" is not a whole number from 0 (no limit) to %d",
+				    value, MAX_WORKERS_CEILING);
+		c->per_source_max = (int)n;
+		return 1;
+	}
+	if (strcmp(key, "max_startups") == 0) {
+		int a, b, f;
+		char extra;
+		if (sscanf(value, "%d:%d:%d%c", &a, &b, &f, &extra) != 3 || a < 1 || b < 0 ||
+		    b > 100 || f < a)
+			return fail(ps, key, "\"%s\" is not start:rate:full (e.g. 10:30:60)", value);
+		c->max_startups[0] = a;
+		c->max_startups[1] = b;
+		c->max_startups[2] = f;
+		return 1;
+	}
+	if (strcmp(key, "insecure") == 0) {
+		if (parse_bool(value, &c->insecure) < 0)
+			return fail(ps, key, "\"%s\" is not yes or no", value);
+		return 1;
+	}
+	if (strcmp(key, "user") == 0) {
+		if (!getpwnam(value))
+			return fail(ps, key, "no such user \"%s\"", value);
+		snprintf(c->user, sizeof(c->user), "%s", value);
+		return 1;
+	}
+	{
+		static const struct { const char *name; size_t off; } paths[] = {
+			{ "tls_cert", offsetof(struct config, tls_cert) },
+			{ "tls_key", offsetof(struct config, tls_key) },
+			{ "tls_ca", offsetof(struct config, tls_ca) },
+			{ "tls_crl", offsetof(struct config, tls_crl) },
+			{ "tls_psk_file", offsetof(struct config, tls_psk_file) },
+		};
+		for (size_t i = 0; i < ARRAY_SIZE(paths); i++)
+			if (strcmp(key, paths[i].name) == 0)
+				return set_path(ps, key, value, (char *)c + paths[i].off,
+						CONFIG_PATH_MAX);
 	}
 	if (strcmp(key, "max_requests") == 0) {
 		if (parse_int(value, 0, LONG_MAX, &n) < 0)
@@ -458,13 +579,16 @@ static int command_key(struct parse_state *ps, const char *key, const char *valu
 			return fail(ps, key, "\"%s\" is not a variable name", name);
 		return add_string(ps, key, cmd->setenv, &cmd->nsetenv, value);
 	}
-	if (strcmp(key, "allow") == 0) {
-		if (cmd->nallow >= CONFIG_MAX_ITEMS)
-			return fail(ps, key, "more than %d networks", CONFIG_MAX_ITEMS);
-		if (addr_cidr_parse(value, &cmd->allow[cmd->nallow], why, sizeof(why)) < 0)
-			return fail(ps, key, "%s", why);
-		cmd->nallow++;
-		return 1;
+	if (strcmp(key, "allow") == 0 || strcmp(key, "deny") == 0) {
+		int rc = key[0] == 'a'
+			? add_cidrs(cmd->net.allow, &cmd->net.nallow, value, why, sizeof(why))
+			: add_cidrs(cmd->net.deny, &cmd->net.ndeny, value, why, sizeof(why));
+		return rc < 0 ? fail(ps, key, "%s", why) : 1;
+	}
+	if (strcmp(key, "identity") == 0) {
+		if (!value[0] || strlen(value) > 128)
+			return fail(ps, key, "an identity is 1 to 128 characters");
+		return add_string(ps, key, cmd->identities, &cmd->nidentities, value);
 	}
 	if (strcmp(key, "stdin") == 0) {
 		if (parse_bool(value, &cmd->stdin_ok) < 0)
@@ -502,6 +626,8 @@ static void command_free(struct command *cmd)
 		free(cmd->env_names[i]);
 	for (int i = 0; i < cmd->nsetenv; i++)
 		free(cmd->setenv[i]);
+	for (int i = 0; i < cmd->nidentities; i++)
+		free(cmd->identities[i]);
 }
 
 static int valid_command_name(const char *s)
@@ -614,15 +740,14 @@ static int apply_overrides(struct config *c, const struct config_overrides *o,
 			   char *err, size_t errlen)
 {
 	char why[160];
-	struct addr a;
 
 	if (o->nlisten > 0) {
 		for (int i = 0; i < o->nlisten; i++) {
-			if (addr_parse(o->listen[i], &a, why, sizeof(why)) < 0) {
+			if (parse_listen(o->listen[i], c->listen[i], sizeof(c->listen[i]),
+					 &c->lopts[i], why, sizeof(why)) < 0) {
 				snprintf(err, errlen, "-l %s: %s", o->listen[i], why);
 				return -1;
 			}
-			snprintf(c->listen[i], sizeof(c->listen[i]), "%s", o->listen[i]);
 		}
 		c->nlisten = o->nlisten;
 	}
@@ -636,13 +761,16 @@ static int apply_overrides(struct config *c, const struct config_overrides *o,
 /* Rules between keys, checked once everything is read. */
 static int check_whole(struct config *c, char *err, size_t errlen)
 {
+	char why[160];
+
 	if (c->nlisten == 0) {
 		snprintf(err, errlen, "%s: listen: no address to listen on", c->source);
 		return -1;
 	}
 	for (int i = 0; i < c->nlisten; i++)
 		for (int j = 0; j < i; j++)
-			if (strcmp(c->listen[i], c->listen[j]) == 0) {
+			if (strcmp(c->listen[i], c->listen[j]) == 0 &&
+			    strcmp(c->listen[i] + strlen(c->listen[i]) - 2, ":0") != 0) {
 				snprintf(err, errlen, "%s: listen: %s is given twice", c->source,
 					 c->listen[i]);
 				return -1;
@@ -650,6 +778,38 @@ static int check_whole(struct config *c, char *err, size_t errlen)
 	if (c->workers > c->max_workers) {
 		snprintf(err, errlen, "%s: workers: %d is more than max_workers (%d)", c->source,
 			 c->workers, c->max_workers);
+		return -1;
+	}
+	for (int i = 0; i < c->nlisten; i++) {
+		struct addr a;
+		addr_parse(c->listen[i], &a, why, sizeof(why));
+		if (c->lopts[i].tls && !c->tls_cert[0] && !c->tls_psk_file[0]) {
+			snprintf(err, errlen, "%s: listen: %s asks for tls, but neither tls_cert nor "
+				 "tls_psk_file is set", c->source, c->listen[i]);
+			return -1;
+		}
+		/* Plaintext is for loopback and Unix sockets: anywhere else the
+		 * commands and their output would cross the network in clear. */
+		if (!c->lopts[i].tls && !c->insecure && !addr_is_local((struct sockaddr *)&a.sa)) {
+			snprintf(err, errlen, "%s: listen: %s is not a loopback address and has no "
+				 "tls: add \"tls\" (with tls_cert or tls_psk_file), or set insecure = yes "
+				 "to send commands in clear", c->source, c->listen[i]);
+			return -1;
+		}
+	}
+	for (int i = 0; c->user[0] && i < c->ncommands; i++)
+		if (c->commands[i].has_uid || c->commands[i].has_gid) {
+			snprintf(err, errlen, "%s: user: [command %s] runs as another user, which needs "
+				 "root: remove user from [server] or from the command", c->source,
+				 c->commands[i].name);
+			return -1;
+		}
+	if (c->tls_cert[0] && !c->tls_key[0]) {
+		snprintf(err, errlen, "%s: tls_key: tls_cert needs tls_key", c->source);
+		return -1;
+	}
+	if (c->tls_crl[0] && !c->tls_ca[0]) {
+		snprintf(err, errlen, "%s: tls_crl: a CRL needs tls_ca", c->source);
 		return -1;
 	}
 	if (c->min_spare > c->max_spare) {

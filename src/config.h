@@ -19,8 +19,25 @@
 #define CONFIG_PATH_MAX 256
 #define CONFIG_MAX_ITEMS 32     /* fixed args, env names, networks per command */
 #define CONFIG_MAX_COMMANDS 256
+#define CONFIG_MAX_ITEMS_NET 16
 
 enum line_mode { LINE_MODE_OFF, LINE_MODE_LOOPBACK, LINE_MODE_ALL };
+
+/* Network rules: the matching rule with the longest prefix decides, deny
+ * winning a tie; with no match, a list that has allow rules denies. */
+struct netrules {
+	struct cidr allow[CONFIG_MAX_ITEMS_NET];
+	struct cidr deny[CONFIG_MAX_ITEMS_NET];
+	int nallow, ndeny;
+};
+int config_netrules_allow(const struct netrules *r, const struct sockaddr *peer);
+
+/* Options written after a listen address: "tls", "allow=CIDR,...",
+ * "deny=CIDR,...". */
+struct listen_opts {
+	int tls;
+	struct netrules rules;
+};
 enum args_mode { ARGS_NONE, ARGS_ANY, ARGS_PATTERN };
 
 /* Resource limits of a command; RLIM_UNSET leaves the worker's own. */
@@ -52,8 +69,9 @@ struct command {
 	int nenv_names;
 	char *setenv[CONFIG_MAX_ITEMS];     /* NAME=value, fixed */
 	int nsetenv;
-	struct cidr allow[CONFIG_MAX_ITEMS];
-	int nallow;
+	struct netrules net;             /* allow = / deny = */
+	char *identities[CONFIG_MAX_ITEMS]; /* identity = : only these may run it */
+	int nidentities;
 	int stdin_ok;
 	long long rlim[RL_COUNT];
 	int line;                        /* where it was defined */
@@ -62,7 +80,8 @@ struct command {
 struct config {
 	char source[CONFIG_PATH_MAX]; /* file it came from, or "(built-in)" */
 
-	char listen[CONFIG_MAX_LISTEN][128];
+	char listen[CONFIG_MAX_LISTEN][128];      /* the address part */
+	struct listen_opts lopts[CONFIG_MAX_LISTEN];
 	int nlisten;
 	int backlog;
 
@@ -87,6 +106,16 @@ struct config {
 	uint64_t linger_ms;            /* after the command exits, for its output */
 	uint64_t kill_grace_ms;        /* SIGTERM -> SIGKILL at a timeout */
 	uint32_t max_frame;            /* largest frame payload accepted */
+
+	/* Security. */
+	char tls_cert[CONFIG_PATH_MAX], tls_key[CONFIG_PATH_MAX];
+	char tls_ca[CONFIG_PATH_MAX], tls_crl[CONFIG_PATH_MAX];
+	char tls_psk_file[CONFIG_PATH_MAX];
+	uint64_t tls_ticket_rotate_ms;
+	int insecure;                  /* plaintext allowed beyond loopback */
+	int per_source_max;            /* connections from one address */
+	int max_startups[3];           /* start:rate:full, as sshd's MaxStartups */
+	char user[64];                 /* drop to it when started as root */
 
 	struct command *commands;      /* ncommands entries */
 	int ncommands;

@@ -19,6 +19,7 @@ struct listener {
 	char name[64];                /* FileDescriptorName= of an inherited socket */
 	int is_unix;
 	int inherited;                /* from systemd: never unlinked or shut down */
+	int opt;                      /* index of its options in config.lopts, -1: none */
 };
 
 /* Open and listen on spec. 0, or -1 with a reason in err. */

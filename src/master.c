@@ -8,6 +8,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 #include "master.h"
 #include "scoreboard.h"
 #include "systemd.h"
+#include "tls.h"
 #include "tcpexecd.h"
 #include "worker.h"
 
@@ -50,6 +53,8 @@ enum stop_state { RUNNING, STOP_GRACEFUL, STOP_FAST };
 static struct {
 	const struct master_opts *opts;
 	struct config *cfg;        /* current; replaced on reload */
+	struct tls_server *tls;    /* built from cfg; NULL without TLS */
+	uint64_t next_rotate_ms;   /* session-ticket key rotation */
 	struct listener listeners[LISTEN_MAX];
 	int nlisteners;
 	struct scoreboard sb;
@@ -183,6 +188,9 @@ static int spawn_worker(void)
 		ctx.listeners = M.listeners;
 		ctx.nlisteners = M.nlisteners;
 		ctx.slot = s;
+		ctx.slots = M.sb.slots;
+		ctx.nslots = M.sb.nslots;
+		ctx.tls = M.tls;
 		ctx.master_fd = p[0];
 		worker_run(&ctx);
 	}
@@ -419,12 +427,14 @@ static int open_listeners(const struct config *c, struct listener *out, int *nou
 		if (j < nkeep) {
 			used[j] = 1;
 			out[n] = keep[j];
+			out[n].opt = i;
 			snprintf(out[n++].spec, sizeof(out[0].spec), "%s", c->listen[i]);
 			continue;
 		}
 		if (listen_open(&out[n], c->listen[i], c->backlog, err, errlen) < 0)
 			goto undo;
-		log_info("listening on %s", out[n].bound);
+		out[n].opt = i;
+		log_info("listening on %s%s", out[n].bound, c->lopts[i].tls ? " (TLS)" : "");
 		n++;
 	}
 	for (j = 0; j < nkeep; j++) {
@@ -437,7 +447,15 @@ static int open_listeners(const struct config *c, struct listener *out, int *nou
 				 keep[j].bound, keep[j].name);
 			goto undo;
 		}
-		out[n++] = keep[j];
+		if (strict && !c->insecure && !keep[j].is_unix &&
+		    strncmp(keep[j].bound, "127.", 4) != 0 && strncmp(keep[j].bound, "[::1]", 5) != 0) {
+			snprintf(err, errlen,
+				 "inherited socket %s is not a loopback address and has no tls: add it "
+				 "to listen with \"tls\", or set insecure = yes", keep[j].bound);
+			goto undo;
+		}
+		out[n] = keep[j];
+		out[n++].opt = -1;
 	}
 	*nout = n;
 	return 0;
@@ -460,6 +478,7 @@ static void apply_log_config(const struct config *c)
 static void reload(void)
 {
 	struct listener nl[LISTEN_MAX];
+	struct tls_server *nt = NULL;
 	struct config *nc;
 	char err[512];
 	int n;
@@ -473,6 +492,13 @@ static void reload(void)
 		snprintf(err, sizeof(err),
 			 "max_workers cannot grow beyond %d without a restart "
 			 "(the scoreboard is sized at start)", M.sb.nslots / 2);
+		goto fail;
+	}
+	nt = tls_server_new(nc, err, sizeof(err));
+	if (!nt && err[0])
+		goto fail;
+	if (nt && !M.tls && tls_tickets_init() < 0) {
+		snprintf(err, sizeof(err), "TLS session tickets: %s", strerror(errno));
 		goto fail;
 	}
 	if (open_listeners(nc, nl, &n, M.listeners, M.nlisteners, 0, err, sizeof(err)) < 0)
@@ -496,6 +522,9 @@ static void reload(void)
 	memcpy(nc->log_file, M.cfg->log_file, sizeof(nc->log_file));
 	config_free(M.cfg);
 	M.cfg = nc;
+	/* Workers of the old generation keep their own copy (fork). */
+	tls_server_free(M.tls);
+	M.tls = nt;
 	apply_log_config(M.cfg);
 	M.generation++;
 	M.floor = M.cfg->workers;
@@ -511,6 +540,7 @@ static void reload(void)
 	systemd_notify("READY=1\nSTATUS=configuration reloaded (generation %u)", M.generation);
 	return;
 fail:
+	tls_server_free(nt);
 	config_free(nc);
 	log_event(LOG_ERR, MSGID_RELOAD, NULL, "reload failed: %s; keeping the current configuration",
 		  err);
@@ -675,6 +705,29 @@ static int setup_signals(void)
 	return M.sigfd < 0 ? -1 : 0;
 }
 
+/* Started as root outside systemd with [server] user set: everything that
+ * needs root (binding, keys, pidfile, control socket) is done; the master
+ * and every worker it forks run as that user from here on. Under systemd
+ * the unit's User=/DynamicUser= does this instead. */
+static void drop_privileges(void)
+{
+	struct passwd *pw;
+
+	if (!M.cfg->user[0] || getuid() != 0 || M.opts->mode == START_SYSTEMD)
+		return;
+	pw = getpwnam(M.cfg->user);
+	if (!pw)
+		fatal(EXIT_CONFIG, "user %s: no such user", M.cfg->user);
+	if (M.ctlfd >= 0 && fchown(M.ctlfd, pw->pw_uid, pw->pw_gid) < 0)
+		log_warn("control socket: fchown: %s", strerror(errno));
+	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+	    setuid(pw->pw_uid) < 0)
+		fatal(EXIT_RUNTIME, "cannot drop privileges to %s: %s", pw->pw_name, strerror(errno));
+	if (setuid(0) == 0)
+		fatal(EXIT_RUNTIME, "dropping privileges to %s did not stick", pw->pw_name);
+	log_notice("running as %s (uid %u)", pw->pw_name, (unsigned)pw->pw_uid);
+}
+
 static void announce_ready(void)
 {
 	if (M.opts->mode == START_FOREGROUND) {
@@ -740,6 +793,7 @@ static void cleanup(void)
 	if (M.pidfd >= 0)
 		pidfile_release(M.pidfile, M.pidfd);
 	scoreboard_free(&M.sb);
+	tls_server_free(M.tls);
 	free(M.w);
 	free(M.status_buf);
 	close(M.sigfd);
@@ -793,6 +847,13 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 		fatal(EXIT_RUNTIME, "%s", err);
 	}
 
+	M.tls = tls_server_new(M.cfg, err, sizeof(err));
+	if (!M.tls && err[0])
+		fatal(EXIT_CONFIG, "%s", err);
+	if (M.tls && tls_tickets_init() < 0)
+		fatal(EXIT_RUNTIME, "TLS session tickets: %s", strerror(errno));
+	M.next_rotate_ms = now_ms() + M.cfg->tls_ticket_rotate_ms;
+
 	/* Twice max_workers: during a reload the old generation drains while
 	 * the new one starts, and both need slots. */
 	if (scoreboard_init(&M.sb, M.cfg->max_workers * 2) < 0)
@@ -812,6 +873,7 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 				 M.control_path, strerror(errno));
 	}
 
+	drop_privileges();
 	for (int i = 0; i < M.floor; i++)
 		if (spawn_worker() < 0)
 			break;
@@ -842,6 +904,10 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 		if (M.watchdog_ms && now >= M.next_watchdog_ms) {
 			systemd_notify("WATCHDOG=1");
 			M.next_watchdog_ms = now + M.watchdog_ms;
+		}
+		if (M.tls && now >= M.next_rotate_ms) {
+			tls_tickets_rotate();
+			M.next_rotate_ms = now + M.cfg->tls_ticket_rotate_ms;
 		}
 		if (now >= M.next_tick_ms) {
 			pool_tick();

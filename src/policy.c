@@ -11,12 +11,12 @@
 
 #include "policy.h"
 
-static int peer_allowed(const struct command *cmd, const struct sockaddr *peer)
+static int identity_allowed(const struct command *cmd, const char *identity)
 {
-	if (cmd->nallow == 0)
-		return 1; /* the listener's reach is the limit */
-	for (int i = 0; i < cmd->nallow; i++)
-		if (addr_cidr_match(&cmd->allow[i], peer))
+	if (cmd->nidentities == 0)
+		return 1;
+	for (int i = 0; identity && i < cmd->nidentities; i++)
+		if (strcmp(cmd->identities[i], identity) == 0)
 			return 1;
 	return 0;
 }
@@ -33,7 +33,7 @@ static int env_allowed(const struct command *cmd, const char *entry)
 }
 
 enum policy_verdict policy_check(const struct config *cfg, const struct sockaddr *peer,
-				 int argc, char *const argv[], int envc, char *const envp[],
+				 const char *identity, int argc, char *const argv[], int envc, char *const envp[],
 				 struct policy_exec *out, char *why, size_t whylen)
 {
 	const struct command *cmd;
@@ -48,8 +48,13 @@ enum policy_verdict policy_check(const struct config *cfg, const struct sockaddr
 		snprintf(why, whylen, "no command \"%.64s\" is configured", argv[0]);
 		return POLICY_UNKNOWN;
 	}
-	if (!peer_allowed(cmd, peer)) {
+	if (!config_netrules_allow(&cmd->net, peer)) {
 		snprintf(why, whylen, "%s is not allowed from this address", cmd->name);
+		return POLICY_DENIED;
+	}
+	if (!identity_allowed(cmd, identity)) {
+		snprintf(why, whylen, "%s is not allowed for %s", cmd->name,
+			 identity && identity[0] ? "this identity" : "unauthenticated clients");
 		return POLICY_DENIED;
 	}
 	if (argc - 1 > 0 && cmd->args_mode == ARGS_NONE) {

@@ -29,12 +29,13 @@ struct policy_exec {
 	int argc;
 };
 
-/* argv[0] is the command name as the client asked for it; argv[1..] the
+/* identity: who the client proved to be (TLS or SO_PEERCRED), "" or NULL
+ * if nobody. argv[0] is the command name as the client asked for it; argv[1..] the
  * client's arguments. envp entries are "NAME=value". On POLICY_ALLOW, out
  * is filled (pointers into cfg and argv, valid while both are); otherwise
  * why says what was refused. */
 enum policy_verdict policy_check(const struct config *cfg, const struct sockaddr *peer,
-				 int argc, char *const argv[], int envc, char *const envp[],
+				 const char *identity, int argc, char *const argv[], int envc, char *const envp[],
 				 struct policy_exec *out, char *why, size_t whylen);
 
 #endif

@@ -8,6 +8,7 @@
  * request.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@
 #include "protocol.h"
 #include "runner.h"
 #include "session.h"
+#include "tls.h"
 #include "tcpexecd.h"
 
 #define OBUF_CAP (256u << 10)       /* frames waiting for the client */
@@ -57,6 +59,9 @@ struct conn {
 	size_t olen, ooff;  /* obuf: pending bytes are [ooff, olen) */
 	int eof;            /* the client sent FIN */
 	int raw;            /* line mode: no framing on output */
+	struct tls_conn *tls;   /* NULL on a plaintext connection */
+	short rd_wants, wr_wants; /* what a blocked TLS read/write waits for */
+	const char *identity;   /* authenticated client, "" if none */
 	size_t out_max;     /* largest frame payload the client accepts */
 	int retiring;       /* the master pipe reached EOF */
 };
@@ -93,18 +98,61 @@ static void obuf_compact(struct conn *c)
 	c->ooff = 0;
 }
 
+/* Socket I/O, plain or TLS: > 0 bytes, 0 EOF (read only), -1 would block
+ * (for TLS, *wants says which readiness unblocks it), -2 connection gone. */
+static long io_send(struct conn *c, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (c->tls)
+		return tls_write(c->tls, buf, len, &c->wr_wants);
+	n = send(c->fd, buf, len, MSG_NOSIGNAL);
+	if (n >= 0)
+		return n;
+	return errno == EAGAIN || errno == EINTR ? -1 : -2;
+}
+
+static long io_recv(struct conn *c, void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (c->tls)
+		return tls_read(c->tls, buf, len, &c->rd_wants);
+	n = recv(c->fd, buf, len, 0);
+	if (n >= 0)
+		return n;
+	return errno == EAGAIN || errno == EINTR ? -1 : -2;
+}
+
+/* Poll events for the socket; TLS may need the other direction. */
+static short conn_events(const struct conn *c, int want_read)
+{
+	short ev = 0;
+
+	if (want_read)
+		ev |= c->tls && c->rd_wants ? c->rd_wants : POLLIN;
+	if (c->olen > c->ooff)
+		ev |= c->tls && c->wr_wants ? c->wr_wants : POLLOUT;
+	return ev;
+}
+
+/* Decrypted bytes inside OpenSSL are invisible to poll(): read them now. */
+static int conn_buffered(const struct conn *c)
+{
+	return c->tls && c->rlen < c->rcap && tls_pending(c->tls) > 0;
+}
+
 /* Write what the socket takes now. -1 when the client is gone. */
 static int conn_write(struct conn *c)
 {
+	c->wr_wants = 0;
 	while (c->ooff < c->olen) {
-		ssize_t n = send(c->fd, obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+		long n = io_send(c, obuf + c->ooff, c->olen - c->ooff);
 		if (n > 0) {
 			c->ooff += (size_t)n;
 			continue;
 		}
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return 0;
-		return -1;
+		return n == -1 ? 0 : -1;
 	}
 	c->ooff = c->olen = 0;
 	return 0;
@@ -114,8 +162,9 @@ static int conn_write(struct conn *c)
  * (c->eof is set on FIN). */
 static int conn_read(struct conn *c)
 {
+	c->rd_wants = 0;
 	while (c->rlen < c->rcap && !c->eof) {
-		ssize_t n = recv(c->fd, rbuf + c->rlen, c->rcap - c->rlen, 0);
+		long n = io_recv(c, rbuf + c->rlen, c->rcap - c->rlen);
 		if (n > 0) {
 			c->rlen += (size_t)n;
 			continue;
@@ -124,7 +173,7 @@ static int conn_read(struct conn *c)
 			c->eof = 1;
 			break;
 		}
-		if (errno == EAGAIN || errno == EINTR)
+		if (n == -1)
 			break;
 		return -1;
 	}
@@ -144,8 +193,7 @@ static int conn_wait(struct conn *c, int want_read, uint64_t deadline)
 	for (;;) {
 		uint64_t now = now_ms();
 		struct pollfd p[3] = {
-			{ .fd = c->fd, .events = (short)((want_read ? POLLIN : 0) |
-							 (c->olen > c->ooff ? POLLOUT : 0)) },
+			{ .fd = c->fd, .events = conn_events(c, want_read) },
 			{ .fd = c->ctx->sigfd, .events = POLLIN },
 			{ .fd = c->retiring ? -1 : c->ctx->master_fd, .events = POLLIN },
 		};
@@ -153,6 +201,8 @@ static int conn_wait(struct conn *c, int want_read, uint64_t deadline)
 
 		c->ctx->slot->heartbeat_ms = now;
 		if (!want_read && c->olen == c->ooff)
+			return 1;
+		if (want_read && conn_buffered(c))
 			return 1;
 		if (now >= deadline)
 			return 0;
@@ -165,11 +215,11 @@ static int conn_wait(struct conn *c, int want_read, uint64_t deadline)
 			c->retiring = 1;
 			return 1; /* the caller looks again, now knowing */
 		}
-		if (p[0].revents & POLLOUT && conn_write(c) < 0)
+		if (p[0].revents && c->olen > c->ooff && conn_write(c) < 0)
 			return -1;
 		if (p[0].revents & (POLLERR | POLLHUP) && !(p[0].revents & POLLIN))
 			return -1;
-		if (want_read && p[0].revents & POLLIN)
+		if (want_read && p[0].revents)
 			return 1;
 	}
 }
@@ -447,8 +497,7 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 		obuf_compact(c);
 		out_room = OBUF_CAP - c->olen >= CHUNK + PROTO_HEADER_LEN;
 		p[0] = (struct pollfd){ .fd = c->fd,
-			.events = (short)((c->rlen < c->rcap && !c->eof ? POLLIN : 0) |
-					  (c->olen > c->ooff ? POLLOUT : 0)) };
+			.events = conn_events(c, c->rlen < c->rcap && !c->eof) };
 		p[1] = (struct pollfd){ .fd = c->ctx->sigfd, .events = POLLIN };
 		p[2] = (struct pollfd){ .fd = out_room ? r->out_fd : -1, .events = POLLIN };
 		p[3] = (struct pollfd){ .fd = out_room ? r->err_fd : -1, .events = POLLIN };
@@ -463,7 +512,7 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 			next = kill_at;
 		if (linger_at < next)
 			next = linger_at;
-		t = next > now ? (int)(next - now) : 0;
+		t = next > now && !conn_buffered(c) ? (int)(next - now) : 0;
 		if (poll(p, 7, t) < 0 && errno != EINTR)
 			break;
 
@@ -476,9 +525,9 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 		/* POLLHUP: both directions are shut, nobody reads the output. */
 		if (p[0].revents & (POLLHUP | POLLERR))
 			goto vanished;
-		if (p[0].revents & POLLOUT && conn_write(c) < 0)
+		if (p[0].revents && c->olen > c->ooff && conn_write(c) < 0)
 			goto vanished;
-		if (p[0].revents & POLLIN) {
+		if (p[0].revents & (POLLIN | POLLOUT) || conn_buffered(c)) {
 			if (conn_read(c) < 0)
 				goto vanished;
 			/* A framed client never half-closes while its command
@@ -537,7 +586,8 @@ static enum end run_request(struct conn *c, int argc, char *const argv[], int en
 	uint64_t limit;
 	char err[256];
 
-	v = policy_check(c->cfg, c->peer, argc, argv, envc, envp, &ex, oc.why, sizeof(oc.why));
+	v = policy_check(c->cfg, c->peer, c->identity, argc, argv, envc, envp, &ex, oc.why,
+			 sizeof(oc.why));
 	if (v != POLICY_ALLOW) {
 		oc.error = v == POLICY_UNKNOWN ? PROTO_ERR_UNKNOWN_COMMAND
 			 : v == POLICY_DENIED ? PROTO_ERR_NOT_ALLOWED : PROTO_ERR_BAD_REQUEST;
@@ -844,26 +894,121 @@ static int line_mode_allowed(const struct conn *c)
 	}
 }
 
-int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *peer,
-		  socklen_t peerlen)
+/* Run the TLS handshake within the handshake deadline. 0, or -1 (logged). */
+static int tls_start(struct conn *c, uint64_t deadline)
 {
-	struct conn c = { .ctx = ctx, .cfg = ctx->cfg, .fd = fd, .peer = peer };
+	short events = POLLIN;
+	int r;
+
+	c->tls = tls_conn_new(c->ctx->tls, c->fd);
+	if (!c->tls) {
+		log_err("TLS: cannot create a connection");
+		return -1;
+	}
+	while ((r = tls_handshake(c->tls, &events)) == -1) {
+		struct pollfd p[2] = { { .fd = c->fd, .events = events },
+				       { .fd = c->ctx->sigfd, .events = POLLIN } };
+		uint64_t now = now_ms();
+
+		c->ctx->slot->heartbeat_ms = now;
+		if (now >= deadline) {
+			log_notice("closing %s:%u: no TLS handshake before handshake_timeout",
+				   c->host, c->port);
+			return -1;
+		}
+		if (poll(p, 2, deadline - now > 1000 ? 1000 : (int)(deadline - now)) < 0 &&
+		    errno != EINTR)
+			return -1;
+		if (p[1].revents && check_signals(c->ctx->sigfd) < 0)
+			return -1;
+	}
+	if (r < 0) {
+		log_event(LOG_NOTICE, MSGID_DENIED, NULL, "closing %s:%u: %s", c->host, c->port,
+			  tls_conn_error(c->tls));
+		return -1;
+	}
+	c->identity = tls_identity(c->tls);
+	log_debug("%s:%u: TLS %s, identity \"%s\"", c->host, c->port,
+		  tls_resumed(c->tls) ? "resumed" : "full handshake", c->identity);
+	return 0;
+}
+
+/* A Unix-socket peer is who the kernel says it is. */
+static void peercred_identity(struct conn *c, char *buf, size_t len)
+{
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	struct passwd *pw;
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
+		return;
+	pw = getpwuid(cred.uid);
+	if (pw)
+		snprintf(buf, len, "unix:%s", pw->pw_name);
+	else
+		snprintf(buf, len, "unix:%u", (unsigned)cred.uid);
+	c->identity = buf;
+}
+
+int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *peer,
+		  socklen_t peerlen, const struct listen_opts *lo)
+{
+	struct conn c = { .ctx = ctx, .cfg = ctx->cfg, .fd = fd, .peer = peer, .identity = "" };
 	uint64_t deadline = now_ms() + ctx->cfg->handshake_timeout_ms;
 	enum end end = END_CLOSE;
+	char unix_id[96];
+	uint8_t first;
 	int w;
 
 	c.rcap = ctx->cfg->max_frame + PROTO_HEADER_LEN;
 	addr_host(peer, peerlen, c.host, sizeof(c.host));
 	c.port = addr_port(peer);
+	if (peer->sa_family == AF_UNIX)
+		peercred_identity(&c, unix_id, sizeof(unix_id));
 
-	/* The first byte tells a framed client from a line-mode one. */
-	while (c.rlen == 0 && !c.eof) {
+	/* The first byte, peeked: 0x16 opens a TLS handshake, 0x01 a framed
+	 * HELLO, anything else is a line-mode client. */
+	for (;;) {
+		ssize_t n = recv(fd, &first, 1, MSG_PEEK);
+		if (n == 1)
+			break;
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			goto out;
 		w = conn_wait(&c, 1, deadline);
 		if (w == -2) {
 			end = END_TERM;
 			goto out;
 		}
-		if (w <= 0 || conn_read(&c) < 0)
+		if (w <= 0)
+			goto out;
+	}
+	if (lo && lo->tls) {
+		if (first != 0x16) {
+			c.raw = !proto_is_framed(first);
+			queue_error(&c, PROTO_ERR_AUTH_FAILED, "this address requires TLS");
+			log_notice("closing %s:%u: plaintext on a TLS listener", c.host, c.port);
+			flush(&c);
+			goto out;
+		}
+		if (!ctx->tls || tls_start(&c, deadline) < 0)
+			goto out;
+	} else if (first == 0x16) {
+		log_notice("closing %s:%u: TLS on a plaintext listener", c.host, c.port);
+		goto out;
+	}
+	ctx->slot->handshaking = 0;
+
+	while (c.rlen == 0 && !c.eof) {
+		if (conn_read(&c) < 0)
+			goto out;
+		if (c.rlen || c.eof)
+			break;
+		w = conn_wait(&c, 1, deadline);
+		if (w == -2) {
+			end = END_TERM;
+			goto out;
+		}
+		if (w <= 0)
 			goto out;
 	}
 	if (c.rlen == 0)
@@ -879,6 +1024,7 @@ int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *
 		flush(&c);
 	}
 out:
+	tls_conn_free(c.tls);
 	close(fd);
 	return end == END_TERM ? -1 : 0;
 }

@@ -10,16 +10,20 @@
 #include "config.h"
 #include "scoreboard.h"
 
+struct tls_server;
+
 struct session_ctx {
 	const struct config *cfg;
+	struct tls_server *tls; /* NULL when no TLS is configured */
 	struct slot *slot;
 	int sigfd;      /* the worker's signalfd: SIGTERM aborts the session */
 	int master_fd;  /* EOF means: finish, then exit (already finishing) */
 };
 
 /* Serve conn (owned: closed before return). Returns -1 if the worker must
- * exit now (SIGTERM), 0 otherwise. */
+ * exit now (SIGTERM), 0 otherwise. lo: the options of the listener it came
+ * from (TLS or not), NULL for none. */
 int session_serve(const struct session_ctx *ctx, int conn,
-		  const struct sockaddr *peer, socklen_t peerlen);
+		  const struct sockaddr *peer, socklen_t peerlen, const struct listen_opts *lo);
 
 #endif

@@ -7,6 +7,7 @@
  * command per line over the same connection.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -19,8 +20,14 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "protocol.h"
 #include "tcpexecd.h"
@@ -41,6 +48,8 @@ static struct {
 	int connect_timeout_ms;
 	const char *env[PROTO_MAX_ENV + 1];
 	int nenv;
+	int tls;
+	const char *psk_identity, *psk_file, *cert, *key, *ca, *session;
 } opt = { .port = "5151", .family = AF_UNSPEC, .connect_timeout_ms = 10000 };
 
 /* The connection and its buffers: one request at a time. */
@@ -52,7 +61,15 @@ static struct {
 	size_t outlen, outoff;
 	uint32_t server_max;     /* largest payload the server accepts */
 	int hello_ok;
+	SSL *ssl;                /* NULL without TLS */
+	short rd_wants, wr_wants;
 } C;
+
+static struct {
+	char identity[129];
+	unsigned char key[64];
+	unsigned len;
+} psk;
 
 static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -72,6 +89,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: tcpexec [-46n] [-c seconds] [-e NAME=value]... [-p port] [-t seconds]\n"
+		"               [--tls] [--ca file] [--cert file --key file]\n"
+		"               [--psk-identity id --psk-file file] [--session file]\n"
 		"               host [command [arg ...]]\n"
 		"\n"
 		"  -4, -6             use IPv4 / IPv6 only\n"
@@ -80,6 +99,13 @@ static void usage(FILE *f)
 		"  -n, --no-stdin     send no input (as ssh -n)\n"
 		"  -p, --port PORT    server port (default 5151)\n"
 		"  -t, --timeout SECONDS  runtime limit for the command\n"
+		"      --tls          use TLS 1.3 (implied by the options below)\n"
+		"      --ca FILE      verify the server's certificate with these CAs\n"
+		"                     (default: the system's); the host name must match\n"
+		"      --cert FILE, --key FILE  client certificate and key\n"
+		"      --psk-identity ID, --psk-file FILE  pre-shared key (the file holds\n"
+		"                     the hex key, or identity:hexkey)\n"
+		"      --session FILE keep the TLS session ticket here, to resume next time\n"
 		"  -h, --help         show this help\n"
 		"  -V, --version      show the version\n"
 		"\n"
@@ -310,6 +336,36 @@ static int sigfd_setup(void)
 	return fd;
 }
 
+/* Connection I/O, plain or TLS: > 0 bytes, 0 EOF, -1 would block (TLS
+ * notes which readiness it waits for), -2 the connection failed. */
+static long c_io(int writing, void *buf, size_t len)
+{
+	ssize_t n;
+	int r, e;
+
+	if (!C.ssl) {
+		n = writing ? send(C.fd, buf, len, MSG_NOSIGNAL) : recv(C.fd, buf, len, 0);
+		if (n >= 0)
+			return n;
+		return errno == EAGAIN || errno == EINTR ? -1 : -2;
+	}
+	ERR_clear_error();
+	r = writing ? SSL_write(C.ssl, buf, (int)len) : SSL_read(C.ssl, buf, (int)len);
+	if (r > 0)
+		return r;
+	e = SSL_get_error(C.ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		short w = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+		*(writing ? &C.wr_wants : &C.rd_wants) = w;
+		return -1;
+	}
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	if (e == SSL_ERROR_SYSCALL && r == 0 && !writing)
+		return 0;
+	return -2;
+}
+
 /* Send one request and relay until its final frame. */
 static struct result run(char *const argv[], int with_stdin, int sigfd)
 {
@@ -335,13 +391,15 @@ static struct result run(char *const argv[], int with_stdin, int sigfd)
 	queue(C.in + C.inlen, n);
 
 	while (!res.done) {
+		int buffered = C.ssl && SSL_pending(C.ssl) > 0;
 		struct pollfd p[4] = {
-			{ .fd = C.fd, .events = (short)(POLLIN | (C.outlen > C.outoff ? POLLOUT : 0)) },
+			{ .fd = C.fd, .events = (short)((C.rd_wants ? C.rd_wants : POLLIN) |
+				(C.outlen > C.outoff ? (C.wr_wants ? C.wr_wants : POLLOUT) : 0)) },
 			{ .fd = stdin_open && out_room() >= sizeof(frame) ? 0 : -1, .events = POLLIN },
 			{ .fd = sigfd, .events = POLLIN },
 		};
 
-		if (poll(p, 3, -1) < 0) {
+		if (poll(p, 3, buffered ? 0 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			die("poll: %s", strerror(errno));
@@ -367,20 +425,24 @@ static struct result run(char *const argv[], int with_stdin, int sigfd)
 				stdin_open = 0;
 			}
 		}
-		if (p[0].revents & POLLOUT) {
-			ssize_t w = send(C.fd, C.out + C.outoff, C.outlen - C.outoff, MSG_NOSIGNAL);
-			if (w < 0 && errno != EAGAIN && errno != EINTR)
+		if (p[0].revents && C.outlen > C.outoff) {
+			long w;
+			C.wr_wants = 0;
+			w = c_io(1, C.out + C.outoff, C.outlen - C.outoff);
+			if (w == -2)
 				die("%s: connection lost: %s", opt.host, strerror(errno));
 			if (w > 0)
 				C.outoff += (size_t)w;
 			if (C.outoff == C.outlen)
 				C.outoff = C.outlen = 0;
 		}
-		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-			ssize_t r = recv(C.fd, C.in + C.inlen, sizeof(C.in) - C.inlen, 0);
+		if (p[0].revents || buffered) {
+			long r;
+			C.rd_wants = 0;
+			r = c_io(0, C.in + C.inlen, sizeof(C.in) - C.inlen);
 			if (r == 0)
 				die("%s: connection closed by the server", opt.host);
-			if (r < 0 && errno != EAGAIN && errno != EINTR)
+			if (r == -2)
 				die("%s: connection lost: %s", opt.host, strerror(errno));
 			if (r > 0) {
 				C.inlen += (size_t)r;
@@ -389,6 +451,157 @@ static struct result run(char *const argv[], int with_stdin, int sigfd)
 		}
 	}
 	return res;
+}
+
+static unsigned int psk_client_cb(SSL *ssl, const char *hint, char *identity,
+				   unsigned int max_identity, unsigned char *key, unsigned int max_key)
+{
+	(void)ssl;
+	(void)hint;
+	if (strlen(psk.identity) + 1 > max_identity || psk.len > max_key)
+		return 0;
+	memcpy(identity, psk.identity, strlen(psk.identity) + 1);
+	memcpy(key, psk.key, psk.len);
+	return psk.len;
+}
+
+/* The key file holds the hex key, alone or as "identity:hexkey". */
+static void load_psk(void)
+{
+	char line[512], *hex = line, *colon;
+	FILE *f = fopen(opt.psk_file, "re");
+	size_t hl;
+
+	if (!f)
+		die("%s: %s", opt.psk_file, strerror(errno));
+	do {
+		if (!fgets(line, sizeof(line), f))
+			die("%s: no key in the file", opt.psk_file);
+		line[strcspn(line, "\r\n")] = '\0';
+	} while (line[0] == '#' || line[0] == '\0');
+	fclose(f);
+	colon = strrchr(line, ':');
+	if (colon) {
+		*colon = '\0';
+		hex = colon + 1;
+		if (strlen(line) >= sizeof(psk.identity))
+			die("%s: the identity is longer than %zu bytes", opt.psk_file,
+			    sizeof(psk.identity) - 1);
+		if (!opt.psk_identity)
+			memcpy(psk.identity, line, strlen(line) + 1);
+	}
+	if (opt.psk_identity)
+		snprintf(psk.identity, sizeof(psk.identity), "%s", opt.psk_identity);
+	if (!psk.identity[0])
+		die("%s: no identity (give --psk-identity)", opt.psk_file);
+	hl = strlen(hex);
+	if (hl < 32 || hl > 128 || hl % 2)
+		die("%s: the key must be 32 to 128 hex digits", opt.psk_file);
+	for (size_t i = 0; i < hl / 2; i++) {
+		unsigned v;
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			die("%s: the key is not hexadecimal", opt.psk_file);
+		psk.key[i] = (unsigned char)v;
+	}
+	psk.len = (unsigned)(hl / 2);
+	OPENSSL_cleanse(line, sizeof(line));
+}
+
+/* TLS 1.3 session tickets arrive after the handshake: keep the newest in
+ * the --session file, so the next invocation resumes without a full
+ * handshake. */
+static int save_session(SSL *ssl, SSL_SESSION *sess)
+{
+	char tmp[4096];
+	FILE *f;
+	int fd;
+
+	(void)ssl;
+	snprintf(tmp, sizeof(tmp), "%s.XXXXXX", opt.session);
+	fd = mkstemp(tmp);
+	if (fd < 0)
+		return 0;
+	f = fdopen(fd, "w");
+	if (!f || !PEM_write_SSL_SESSION(f, sess) || fclose(f) != 0 || rename(tmp, opt.session) < 0)
+		unlink(tmp);
+	return 0;
+}
+
+static void tls_fail(const char *what)
+{
+	unsigned long e = ERR_get_error();
+	long v = C.ssl ? SSL_get_verify_result(C.ssl) : X509_V_OK;
+
+	if (v != X509_V_OK)
+		die("%s: TLS: server certificate: %s", opt.host, X509_verify_cert_error_string(v));
+	die("%s: TLS %s failed: %s", opt.host, what,
+	    e ? ERR_reason_error_string(e) : "the server closed the connection");
+}
+
+/* Fail closed: the server is verified by its certificate (against --ca or
+ * the system's CAs, and the host name) or by the pre-shared key. */
+static void tls_connect(void)
+{
+	struct timeval tv = { opt.connect_timeout_ms / 1000, (opt.connect_timeout_ms % 1000) * 1000 };
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	int fl;
+
+	if (!ctx)
+		tls_fail("setup");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (opt.psk_file) {
+		load_psk();
+		SSL_CTX_set_psk_client_callback(ctx, psk_client_cb);
+		/* A pre-shared key is bound to SHA-256 suites. */
+		SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256");
+	} else {
+		if (opt.ca ? SSL_CTX_load_verify_locations(ctx, opt.ca, NULL) != 1
+			   : SSL_CTX_set_default_verify_paths(ctx) != 1)
+			tls_fail("CA loading");
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	}
+	if (opt.cert && (SSL_CTX_use_certificate_chain_file(ctx, opt.cert) != 1 ||
+			 SSL_CTX_use_PrivateKey_file(ctx, opt.key ? opt.key : opt.cert,
+						     SSL_FILETYPE_PEM) != 1))
+		tls_fail("client certificate loading");
+	if (opt.session) {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+		SSL_CTX_sess_set_new_cb(ctx, save_session);
+	}
+	C.ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL holds a reference */
+	if (!C.ssl || SSL_set_fd(C.ssl, C.fd) != 1)
+		tls_fail("setup");
+	if (!opt.psk_file && opt.host[0] != '/') {
+		char host[256];
+		snprintf(host, sizeof(host), "%s", opt.host[0] == '[' ? opt.host + 1 : opt.host);
+		host[strcspn(host, "]")] = '\0';
+		if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(C.ssl), host) != 1) {
+			SSL_set_tlsext_host_name(C.ssl, host);
+			if (SSL_set1_host(C.ssl, host) != 1)
+				tls_fail("setup");
+		}
+	}
+	if (opt.session) {
+		FILE *f = fopen(opt.session, "re");
+		if (f) {
+			SSL_SESSION *sess = PEM_read_SSL_SESSION(f, NULL, NULL, NULL);
+			if (sess)
+				SSL_set_session(C.ssl, sess);
+			SSL_SESSION_free(sess);
+			fclose(f);
+		}
+	}
+	/* The handshake runs blocking, bounded by the connect timeout. */
+	fl = fcntl(C.fd, F_GETFL);
+	fcntl(C.fd, F_SETFL, fl & ~O_NONBLOCK);
+	setsockopt(C.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(C.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (SSL_connect(C.ssl) != 1)
+		tls_fail("handshake");
+	fcntl(C.fd, F_SETFL, fl | O_NONBLOCK);
 }
 
 static void hello(void)
@@ -555,6 +768,13 @@ static int interactive(int sigfd)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "ca", required_argument, NULL, 'A' },
+		{ "cert", required_argument, NULL, 'C' },
+		{ "key", required_argument, NULL, 'K' },
+		{ "psk-identity", required_argument, NULL, 'I' },
+		{ "psk-file", required_argument, NULL, 'P' },
+		{ "session", required_argument, NULL, 'S' },
+		{ "tls", no_argument, NULL, 'T' },
 		{ "connect-timeout", required_argument, NULL, 'c' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "no-stdin", no_argument, NULL, 'n' },
@@ -569,6 +789,33 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "+46c:e:np:t:hV", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'A':
+			opt.ca = optarg;
+			opt.tls = 1;
+			break;
+		case 'C':
+			opt.cert = optarg;
+			opt.tls = 1;
+			break;
+		case 'K':
+			opt.key = optarg;
+			opt.tls = 1;
+			break;
+		case 'I':
+			opt.psk_identity = optarg;
+			opt.tls = 1;
+			break;
+		case 'P':
+			opt.psk_file = optarg;
+			opt.tls = 1;
+			break;
+		case 'S':
+			opt.session = optarg;
+			opt.tls = 1;
+			break;
+		case 'T':
+			opt.tls = 1;
+			break;
 		case '4':
 			opt.family = AF_INET;
 			break;
@@ -618,6 +865,8 @@ int main(int argc, char **argv)
 
 	sigfd = sigfd_setup();
 	C.fd = open_connection();
+	if (opt.tls)
+		tls_connect();
 	hello();
 	if (optind == argc)
 		return interactive(sigfd);

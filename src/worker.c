@@ -20,6 +20,7 @@
 
 #include "addr.h"
 #include "log.h"
+#include "protocol.h"
 #include "session.h"
 #include "systemd.h"
 #include "tcpexecd.h"
@@ -95,9 +96,60 @@ static int accept_transient(int e)
 	return 0;
 }
 
+/* Admission, before any handshake work: the listener's network rules, the
+ * per-source cap, and a MaxStartups-like random early drop once many
+ * connections are still handshaking. Because each worker holds one
+ * connection, these are what keep a slow or greedy source from taking the
+ * whole pool (the prefork server's classic slowloris weakness). Returns 0
+ * to serve, or -1 after closing the connection. */
+static int admit(const struct worker_ctx *ctx, int conn, const struct sockaddr *peer,
+		 const struct listen_opts *lo, const char *host)
+{
+	const struct config *cfg = ctx->cfg;
+	int same = 0, starting = 0;
+	const char *why = NULL;
+
+	if (lo && !config_netrules_allow(&lo->rules, peer)) {
+		log_notice("refused %s: listener rules", host);
+		close(conn);
+		return -1;
+	}
+	for (int i = 0; i < ctx->nslots; i++) {
+		const struct slot *s = &ctx->slots[i];
+		if (s == ctx->slot || s->state != WS_BUSY)
+			continue;
+		starting += s->handshaking;
+		same += strcmp(s->host, host) == 0;
+	}
+	if (cfg->per_source_max && same >= cfg->per_source_max) {
+		why = "too many connections from this address";
+	} else if (starting >= cfg->max_startups[0]) {
+		int start = cfg->max_startups[0], rate = cfg->max_startups[1];
+		int full = cfg->max_startups[2];
+		int p = starting >= full ? 100
+			: rate + (100 - rate) * (starting - start) / (full - start + 1);
+		if (random() % 100 < p)
+			why = "too many unauthenticated connections";
+	}
+	if (!why)
+		return 0;
+	log_notice("refused %s: %s", host, why);
+	/* A short answer a framed client understands, on plaintext listeners
+	 * only (a TLS client could not read it). */
+	if (!lo || !lo->tls) {
+		uint8_t buf[128];
+		long n = proto_encode_error(buf, sizeof(buf), PROTO_ERR_BUSY, why);
+		if (n > 0 && send(conn, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("refused %s: send: %s", host, strerror(errno));
+	}
+	close(conn);
+	return -1;
+}
+
 void worker_run(const struct worker_ctx *ctx)
 {
 	struct pollfd pfd[2 + LISTEN_MAX];
+	int lidx[2 + LISTEN_MAX];         /* pfd index -> listener index */
 	struct slot *slot = ctx->slot;
 	struct session_ctx sctx;
 	uint64_t pause_until = 0;
@@ -105,8 +157,9 @@ void worker_run(const struct worker_ctx *ctx)
 
 	test_fault();
 	sigfd = worker_signals();
-	sctx = (struct session_ctx){ .cfg = ctx->cfg, .slot = slot, .sigfd = sigfd,
-				     .master_fd = ctx->master_fd };
+	sctx = (struct session_ctx){ .cfg = ctx->cfg, .tls = ctx->tls, .slot = slot,
+				     .sigfd = sigfd, .master_fd = ctx->master_fd };
+	srandom((unsigned)getpid() ^ (unsigned)now_ms());
 
 	slot->heartbeat_ms = now_ms();
 	slot->state = WS_IDLE;
@@ -122,9 +175,11 @@ void worker_run(const struct worker_ctx *ctx)
 		pfd[n++] = (struct pollfd){ .fd = sigfd, .events = POLLIN };
 		if (now >= pause_until) {
 			for (int i = 0; i < ctx->nlisteners; i++)
-				if (ctx->listeners[i].fd >= 0)
+				if (ctx->listeners[i].fd >= 0) {
+					lidx[n] = i;
 					pfd[n++] = (struct pollfd){ .fd = ctx->listeners[i].fd,
 								    .events = POLLIN };
+				}
 		} else {
 			timeout = (int)(pause_until - now);
 		}
@@ -139,8 +194,11 @@ void worker_run(const struct worker_ctx *ctx)
 			break; /* EOF: retired, or the master is gone */
 
 		for (int i = 2; i < n && !stop; i++) {
+			const struct listener *l = &ctx->listeners[lidx[i]];
+			const struct listen_opts *lo = l->opt >= 0 ? &ctx->cfg->lopts[l->opt] : NULL;
 			struct sockaddr_storage peer;
 			socklen_t plen = sizeof(peer);
+			char host[sizeof(slot->host)];
 			int conn;
 
 			if (!(pfd[i].revents & POLLIN))
@@ -164,12 +222,21 @@ void worker_run(const struct worker_ctx *ctx)
 				int one = 1;
 				setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			}
+			addr_host((struct sockaddr *)&peer, plen, host, sizeof(host));
+			if (admit(ctx, conn, (struct sockaddr *)&peer, lo, host) < 0) {
+				stop = 1;
+				continue;
+			}
 			slot->busy_since_ms = now_ms();
 			addr_format((struct sockaddr *)&peer, plen, slot->peer, sizeof(slot->peer));
+			memcpy(slot->host, host, sizeof(slot->host));
 			slot->requests++;
+			slot->handshaking = 1;
 			slot->state = WS_BUSY;
-			if (session_serve(&sctx, conn, (struct sockaddr *)&peer, plen) < 0)
+			if (session_serve(&sctx, conn, (struct sockaddr *)&peer, plen, lo) < 0)
 				_exit(EXIT_OK);
+			slot->handshaking = 0;
+			slot->host[0] = '\0';
 			slot->peer[0] = '\0';
 			slot->command[0] = '\0';
 			slot->heartbeat_ms = now_ms();
@@ -218,7 +285,7 @@ int worker_inetd(const struct config *cfg)
 	}
 	sctx.sigfd = worker_signals();
 	addr_format((struct sockaddr *)&peer, plen, slot.peer, sizeof(slot.peer));
-	session_serve(&sctx, fd, (struct sockaddr *)&peer, plen);
+	session_serve(&sctx, fd, (struct sockaddr *)&peer, plen, NULL);
 	close(sctx.sigfd);
 	return EXIT_OK;
 }

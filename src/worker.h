@@ -11,11 +11,16 @@
 #include "listen.h"
 #include "scoreboard.h"
 
+struct tls_server;
+
 struct worker_ctx {
 	const struct config *cfg;
 	const struct listener *listeners; /* fd -1 entries are skipped */
 	int nlisteners;
 	struct slot *slot;                /* our scoreboard slot */
+	const struct slot *slots;         /* all of them: per-source counts */
+	int nslots;
+	struct tls_server *tls;           /* NULL when no TLS is configured */
 	int master_fd;                    /* read end of the master pipe */
 };
 

@@ -73,7 +73,7 @@ int main(void)
 	CHECK(config_parse_duration("5d", &ms) < 0);
 	CHECK(config_parse_duration("99999999999999999999", &ms) < 0);
 
-	CHECK(load("# comment\n[server]\nlisten = 0.0.0.0:7\nlisten = [::]:7\n"
+	CHECK(load("# comment\n[server]\ninsecure = yes\nlisten = 0.0.0.0:7\nlisten = [::]:7\n"
 		   "workers = 2\nmin_spare = 0\nmax_spare = 3\nmax_workers = 9\n"
 		   "max_requests = 0\nstop_timeout = 1500ms\nheartbeat_timeout = 2m\n"
 		   "pidfile = /run/x.pid\ncontrol_socket = /run/x.ctl\nlog_file = /var/log/x\n"
@@ -139,7 +139,7 @@ int main(void)
 		CHECK(e && e->timeout_ms == 5000 && e->output_limit == 65536 && !e->stdin_ok);
 		CHECK(e && e->rlim[RL_AS] == 512LL << 20 && e->rlim[RL_NOFILE] == 64 &&
 		      e->rlim[RL_CPU] == RLIM_UNSET);
-		CHECK(e && e->nallow == 1 && e->nenv_names == 1 && e->nsetenv == 1);
+		CHECK(e && e->net.nallow == 1 && e->nenv_names == 1 && e->nsetenv == 1);
 	}
 	CHECK(refused("[command a]\npath = relative\n", 2, "path"));
 	CHECK(refused("[command a]\npath = /nonexistent/x\n", 2, "path"));
@@ -159,6 +159,48 @@ int main(void)
 		      "command a"));
 	CHECK(refused("[server]\nline_mode = maybe\n", 2, "line_mode"));
 	CHECK(refused("[server]\nmax_frame = 1\n", 2, "max_frame"));
+
+	/* Listener options and the plaintext rule. */
+	CHECK(load("[server]\nlisten = 0.0.0.0:7\n", &c, err, sizeof(err)) < 0 &&
+	      strstr(err, "insecure = yes"));
+	CHECK(load("[server]\nlisten = 127.0.0.1:7 tls\n", &c, err, sizeof(err)) < 0 &&
+	      strstr(err, "tls_cert"));
+	CHECK(load("[server]\nlisten = 127.0.0.1:7 allow=127.0.0.0/8,::1 deny=127.0.0.9\n", &c, err,
+		   sizeof(err)) == 0);
+	if (c) {
+		struct addr a;
+		CHECK(c->lopts[0].rules.nallow == 2 && c->lopts[0].rules.ndeny == 1);
+		addr_parse("127.0.0.5:1", &a, err, sizeof(err));
+		CHECK(config_netrules_allow(&c->lopts[0].rules, (struct sockaddr *)&a.sa));
+		addr_parse("127.0.0.9:1", &a, err, sizeof(err));
+		CHECK(!config_netrules_allow(&c->lopts[0].rules, (struct sockaddr *)&a.sa));
+		addr_parse("10.0.0.1:1", &a, err, sizeof(err));
+		CHECK(!config_netrules_allow(&c->lopts[0].rules, (struct sockaddr *)&a.sa));
+	}
+	CHECK(refused("[server]\nlisten = 127.0.0.1:7 bogus\n", 2, "listen"));
+	CHECK(refused("[server]\nmax_startups = 10:30\n", 2, "max_startups"));
+	CHECK(refused("[server]\nper_source_max = -1\n", 2, "per_source_max"));
+	CHECK(refused("[server]\ntls_cert = relative.pem\n", 2, "tls_cert"));
+	/* Longest prefix wins; deny wins a tie. */
+	CHECK(load("[command n]\npath = /bin/echo\nallow = 10.0.0.0/8\ndeny = 10.1.0.0/16\n"
+		   "allow = 10.1.2.0/24\ndeny = 10.9.9.9/32\nallow = 10.9.9.9/32\n",
+		   &c, err, sizeof(err)) == 0);
+	if (c) {
+		const struct netrules *r = &config_command(c, "n")->net;
+		struct addr a;
+		addr_parse("10.2.0.1:1", &a, err, sizeof(err));
+		CHECK(config_netrules_allow(r, (struct sockaddr *)&a.sa));
+		addr_parse("10.1.0.1:1", &a, err, sizeof(err));
+		CHECK(!config_netrules_allow(r, (struct sockaddr *)&a.sa));
+		addr_parse("10.1.2.3:1", &a, err, sizeof(err));
+		CHECK(config_netrules_allow(r, (struct sockaddr *)&a.sa));
+		addr_parse("10.9.9.9:1", &a, err, sizeof(err));
+		CHECK(!config_netrules_allow(r, (struct sockaddr *)&a.sa));
+		addr_parse("[::ffff:10.1.2.3]:1", &a, err, sizeof(err));
+		CHECK(config_netrules_allow(r, (struct sockaddr *)&a.sa));
+		addr_parse("11.0.0.1:1", &a, err, sizeof(err));
+		CHECK(!config_netrules_allow(r, (struct sockaddr *)&a.sa));
+	}
 
 	config_free(cur);
 	unlink(path);

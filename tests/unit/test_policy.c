@@ -12,6 +12,8 @@
 static const struct config *cfg;
 static struct addr lo, far;
 
+static const char *identity = "";
+
 static enum policy_verdict ask(const struct addr *peer, const char *const *argv,
 			       const char *const *envp, struct policy_exec *ex)
 {
@@ -22,7 +24,8 @@ static enum policy_verdict ask(const struct addr *peer, const char *const *argv,
 		argc++;
 	while (envp && envp[envc])
 		envc++;
-	return policy_check(cfg, (const struct sockaddr *)&peer->sa, argc, (char *const *)argv,
+	return policy_check(cfg, (const struct sockaddr *)&peer->sa, identity, argc,
+			    (char *const *)argv,
 			    envc, (char *const *)envp, ex, why, sizeof(why));
 }
 
