@@ -357,6 +357,13 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 		c->nlisten++;
 		return 1;
 	}
+	if (strcmp(key, "max_connections") == 0) {
+		if (parse_int(value, 0, MAX_WORKERS_CEILING, &n) < 0)
+			return fail(ps, key, "\"%s\" is not a whole number from 0 (max_workers) to %d",
+				    value, MAX_WORKERS_CEILING);
+		c->max_connections = (int)n;
+		return 1;
+	}
 	if (strcmp(key, "per_source_max") == 0) {
 		if (parse_int(value, 0, MAX_WORKERS_CEILING, &n) < 0)
 			return fail(ps, key, "\"%s\" is not a whole number from 0 (no limit) to %d",

@@ -114,6 +114,7 @@ struct config {
 	uint64_t tls_ticket_rotate_ms;
 	int insecure;                  /* plaintext allowed beyond loopback */
 	int per_source_max;            /* connections from one address */
+	int max_connections;           /* connections being served, 0: max_workers */
 	int max_startups[3];           /* start:rate:full, as sshd's MaxStartups */
 	char user[64];                 /* drop to it when started as root */
 

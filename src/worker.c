@@ -106,7 +106,7 @@ static int admit(const struct worker_ctx *ctx, int conn, const struct sockaddr *
 		 const struct listen_opts *lo, const char *host)
 {
 	const struct config *cfg = ctx->cfg;
-	int same = 0, starting = 0;
+	int same = 0, starting = 0, busy = 0;
 	const char *why = NULL;
 
 	if (lo && !config_netrules_allow(&lo->rules, peer)) {
@@ -118,10 +118,13 @@ static int admit(const struct worker_ctx *ctx, int conn, const struct sockaddr *
 		const struct slot *s = &ctx->slots[i];
 		if (s == ctx->slot || s->state != WS_BUSY)
 			continue;
+		busy++;
 		starting += s->handshaking;
 		same += strcmp(s->host, host) == 0;
 	}
-	if (cfg->per_source_max && same >= cfg->per_source_max) {
+	if (cfg->max_connections && busy >= cfg->max_connections) {
+		why = "server busy";
+	} else if (cfg->per_source_max && same >= cfg->per_source_max) {
 		why = "too many connections from this address";
 	} else if (starting >= cfg->max_startups[0]) {
 		int start = cfg->max_startups[0], rate = cfg->max_startups[1];
