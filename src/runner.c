@@ -53,6 +53,8 @@ static const int rlimit_res[RL_COUNT] = {
 	[RL_NOFILE] = RLIMIT_NOFILE, [RL_FSIZE] = RLIMIT_FSIZE,
 };
 
+static const int ignored_by_worker[] = { SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE };
+
 /* In the child, between fork and exec: only async-signal-safe calls. */
 static _Noreturn void child(const struct policy_exec *ex, const char *const *envp,
 			    int in, int out, int err, int report, pid_t worker)
@@ -68,8 +70,10 @@ static _Noreturn void child(const struct policy_exec *ex, const char *const *env
 	 * reached by the master, through the scoreboard's process group). */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != worker)
 		goto fail;
-	for (int sig = 1; sig < _NSIG; sig++)
-		sigaction(sig, &dfl, NULL);
+	/* execve resets caught signals by itself; only ignored ones would
+	 * survive it, and these are the ones a worker ignores. */
+	for (size_t i = 0; i < ARRAY_SIZE(ignored_by_worker); i++)
+		sigaction(ignored_by_worker[i], &dfl, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
