@@ -53,7 +53,7 @@ static const int rlimit_res[RL_COUNT] = {
 	[RL_NOFILE] = RLIMIT_NOFILE, [RL_FSIZE] = RLIMIT_FSIZE,
 };
 
-static const int ignored_by_worker[] = { SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE };
+static const int ignored_by_worker[] = { WORKER_IGNORED_SIGNALS };
 
 /* In the child, between fork and exec: only async-signal-safe calls. */
 static _Noreturn void child(const struct policy_exec *ex, const char *const *envp,

@@ -27,6 +27,10 @@ static inline uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Signals a worker ignores (the master alone acts on them); a command
+ * gets them back at their defaults. */
+#define WORKER_IGNORED_SIGNALS SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -45,8 +45,7 @@ static void test_fault(void)
  * signals are ignored: the master alone decides what the pool does. */
 static int worker_signals(void)
 {
-	/* runner.c resets exactly these in every command: keep both lists equal. */
-	static const int ignored[] = { SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE };
+	static const int ignored[] = { WORKER_IGNORED_SIGNALS };
 	sigset_t set;
 	int fd;
 
