@@ -405,6 +405,7 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 		default:
 			snprintf(oc->why, sizeof(oc->why), "unexpected %s frame while a command runs",
 				 proto_type_name(f.type));
+			oc->error = PROTO_ERR_BAD_REQUEST;
 			return -1;
 		}
 		*stdin_off = 0;
@@ -413,6 +414,7 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 	if (n < 0) {
 		snprintf(oc->why, sizeof(oc->why), "%s", n == -EMSGSIZE ? "frame too large"
 									 : "malformed frame");
+		oc->error = n == -EMSGSIZE ? PROTO_ERR_TOO_LARGE : PROTO_ERR_BAD_REQUEST;
 		return -1;
 	}
 	return 0;
@@ -471,7 +473,6 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 
 		c->ctx->slot->heartbeat_ms = now;
 		if (!c->raw && (stdin_full = feed_command(c, r, &stdin_off, oc)) < 0) {
-			oc->error = PROTO_ERR_BAD_REQUEST;
 			end = END_CLOSE;
 			break;
 		}
@@ -643,11 +644,11 @@ static enum end run_request(struct conn *c, int argc, char *const argv[], int en
 }
 
 /* Framed mode: wait for one whole frame. 1 with *f, or an end. */
-static int next_frame(struct conn *c, uint64_t deadline, int timeout_code,
+static int next_frame(struct conn *c, uint64_t deadline, int timeout_code, size_t max,
 		      struct proto_frame *f, long *used)
 {
 	for (;;) {
-		long n = proto_frame_parse(rbuf, c->rlen, c->cfg->max_frame, f);
+		long n = proto_frame_parse(rbuf, c->rlen, max, f);
 		int w;
 
 		if (n > 0) {
@@ -656,7 +657,7 @@ static int next_frame(struct conn *c, uint64_t deadline, int timeout_code,
 		}
 		if (n < 0) {
 			queue_error(c, n == -EMSGSIZE ? PROTO_ERR_TOO_LARGE : PROTO_ERR_BAD_REQUEST,
-				    n == -EMSGSIZE ? "frame larger than max_frame" : "malformed frame");
+				    n == -EMSGSIZE ? "frame larger than the limit" : "malformed frame");
 			log_notice("closing %s:%u: %s", c->host, c->port,
 				   n == -EMSGSIZE ? "frame too large" : "malformed frame");
 			flush(c);
@@ -695,7 +696,10 @@ static enum end framed(struct conn *c, uint64_t handshake_deadline)
 	long used, n;
 	int r, first = 1;
 
-	r = next_frame(c, handshake_deadline, PROTO_ERR_HANDSHAKE_TIMEOUT, &f, &used);
+	/* A HELLO is small: refuse a larger one from its header, before a
+	 * client without a handshake can make us buffer max_frame bytes. */
+	r = next_frame(c, handshake_deadline, PROTO_ERR_HANDSHAKE_TIMEOUT, PROTO_MAX_HELLO, &f,
+		       &used);
 	if (r < 0)
 		return (enum end)-r;
 	r = proto_decode_hello(&f, &hello);
@@ -736,7 +740,7 @@ static enum end framed(struct conn *c, uint64_t handshake_deadline)
 		if (c->retiring && c->rlen == 0)
 			return END_CLOSE;
 		r = next_frame(c, deadline, first ? PROTO_ERR_HANDSHAKE_TIMEOUT
-						  : PROTO_ERR_IDLE_TIMEOUT, &f, &used);
+						  : PROTO_ERR_IDLE_TIMEOUT, c->cfg->max_frame, &f, &used);
 		if (r < 0)
 			return (enum end)-r;
 		if (f.type == PROTO_STDIN || f.type == PROTO_STDIN_EOF || f.type == PROTO_SIGNAL) {
@@ -851,7 +855,7 @@ static enum end line_mode(struct conn *c, uint64_t deadline)
 				return END_CLOSE;
 			}
 		}
-		if (!nl && c->rlen >= LINE_MAX_LEN) {
+		if ((!nl && c->rlen >= LINE_MAX_LEN) || (nl && nl - rbuf >= (long)LINE_MAX_LEN)) {
 			queue_error(c, PROTO_ERR_TOO_LARGE, "line longer than 65536 bytes");
 			flush(c);
 			return END_CLOSE;

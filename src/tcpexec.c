@@ -412,10 +412,12 @@ static struct result run(char *const argv[], int with_stdin, int sigfd)
 			}
 		}
 		if (p[1].revents) {
-			size_t max = CHUNK;
+			/* Until HELLO_OK tells the server's limit, stay within the
+			 * smallest one a server may announce. */
+			size_t max = C.server_max ? C.server_max : PROTO_MIN_PAYLOAD;
 			ssize_t r;
-			if (C.server_max && max > C.server_max)
-				max = C.server_max;
+			if (max > CHUNK)
+				max = CHUNK;
 			r = read(0, frame + PROTO_HEADER_LEN, max);
 			if (r > 0) {
 				proto_put_header(frame, PROTO_STDIN, (uint32_t)r);

@@ -1,0 +1,214 @@
+# SPDX-License-Identifier: MIT
+"""
+The framed protocol spoken by hand against the real daemon: an oversized
+frame, malformed or out-of-sequence frames and a silent client are each
+answered as docs/protocol.md says (an ERROR frame with the right code, then
+close), and the daemon serves a normal request afterwards. One worker only,
+so that "afterwards" is the very worker that met the bad client.
+"""
+
+import socket
+import struct
+import threading
+
+import pytest
+
+from execfix import (BAD_REQUEST, EXIT, HANDSHAKE_TIMEOUT, HELLO_OK, IDLE_TIMEOUT, STDIN,
+                     STDOUT, TOO_LARGE, Frames, error_code, frame, hello_frame,
+                     procs_with_arg, request_frame, wait_for, wait_no_proc_with)
+from execfix import rig  # noqa: F401  (a fixture)
+
+ONE_WORKER = {"workers": 1, "min_spare": 0, "max_spare": 1, "max_workers": 1}
+ECHO = {"echo": {"path": "/bin/echo", "args": "any"}}
+
+
+def still_serves(rig, d):
+    r = rig.run(d, ["echo", "alive"])
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"alive\n", b"")
+
+
+def handshake(d):
+    s = d.connect()
+    s.sendall(hello_frame())
+    f = Frames(s)
+    t, payload = f.next()
+    assert t == HELLO_OK and payload[:5] == b"TCPX\x01", (t, payload[:16])
+    return s, f
+
+
+def test_raw_request_runs(rig):
+    # The hand-made frames are right: a well-formed request is served.
+    d = rig.daemon(ECHO, **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        s.sendall(request_frame(["echo", "raw"]))
+        assert f.next() == (STDOUT, b"raw\n")
+        t, payload = f.next()
+        assert t == EXIT and payload[:4] == b"\0\0\0\0", (t, payload)
+
+
+@pytest.mark.parametrize("announced", [2 << 20, 100 << 20])
+def test_oversize_frame(rig, announced):
+    d = rig.daemon(ECHO, **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        # Only the header: the daemon must judge it by the length alone.
+        s.sendall(struct.pack(">BI", 0x02, announced))
+        assert error_code(f.next()) == TOO_LARGE
+        f.expect_eof()
+    still_serves(rig, d)
+
+
+def test_oversize_frame_sent_in_full(rig):
+    # The whole 2 MiB frame is sent (from a thread: the daemon stops
+    # reading); the ERROR must still reach a client that reads.
+    d = rig.daemon(ECHO, **ONE_WORKER)
+    s, f = handshake(d)
+    big = struct.pack(">BI", 0x02, 2 << 20) + bytes(2 << 20)
+
+    def send():
+        try:
+            s.sendall(big)
+        except OSError:
+            pass
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    with s:
+        assert error_code(f.next()) == TOO_LARGE
+        f.expect_eof()
+    t.join(10)
+    still_serves(rig, d)
+
+
+def test_oversize_stdin_frame_while_running(rig):
+    # A frame above max_frame is TOO_LARGE at any point of the session,
+    # also while a command runs (docs/protocol.md section 3).
+    m = rig.marker()
+    d = rig.daemon(ECHO | {"slow": {"path": "/bin/sleep", "arg": m}}, **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        s.sendall(request_frame(["slow"], no_stdin=False))
+        wait_for(lambda: procs_with_arg(m), 10, "the remote sleep to start")
+        s.sendall(struct.pack(">BI", STDIN, 2 << 20))
+        assert error_code(f.next()) == TOO_LARGE
+        f.expect_eof()
+    assert wait_no_proc_with(m) == []
+    still_serves(rig, d)
+
+
+def test_oversize_hello(rig):
+    # Before the handshake the limit is 4096 bytes (PROTO_MAX_HELLO), and a
+    # length is checked as soon as the header carrying it has arrived.
+    d = rig.daemon(ECHO, handshake_timeout="3s", **ONE_WORKER)
+    with d.connect() as s:
+        s.sendall(struct.pack(">BI", 0x01, 8192))
+        assert error_code(Frames(s).next()) == TOO_LARGE
+    still_serves(rig, d)
+
+
+GARBAGE = {
+    "bad magic": frame(0x01, b"NOTMAGIC"),
+    "version 0": frame(0x01, b"TCPX\x00"),
+    "truncated field": frame(0x01, b"TCPX\x01\x02\x00\x04\x00"),
+    "short MAX_PAYLOAD": frame(0x01, b"TCPX\x01\x02\x00\x04\x00\x00\x01\x00"),
+}
+
+
+@pytest.mark.parametrize("name", GARBAGE)
+def test_malformed_hello(rig, name):
+    d = rig.daemon(ECHO, **ONE_WORKER)
+    with d.connect() as s:
+        s.sendall(GARBAGE[name])
+        f = Frames(s)
+        assert error_code(f.next()) == BAD_REQUEST
+        f.expect_eof()
+    still_serves(rig, d)
+
+
+AFTER_HELLO = {
+    "unknown type": frame(0x7f, b"x"),
+    "server frame type": frame(HELLO_OK, b"TCPX\x01"),
+    "second HELLO": hello_frame(),
+    "REQUEST without ARG": frame(0x02, b""),
+    "ARG with NUL": request_frame(["echo", "a\0b"]),
+    "field past the end": frame(0x02, struct.pack(">BI", 0x81, 100) + b"echo"),
+    "unknown critical field": frame(0x02, struct.pack(">BI", 0x81, 4) + b"echo"
+                                    + struct.pack(">BI", 0xc0, 0)),
+    "unknown FLAGS bit": frame(0x02, struct.pack(">BI", 0x81, 4) + b"echo"
+                               + struct.pack(">BII", 0x84, 4, 0x80)),
+}
+
+
+@pytest.mark.parametrize("name", AFTER_HELLO)
+def test_bad_frame_after_hello(rig, name):
+    d = rig.daemon(ECHO, **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        s.sendall(AFTER_HELLO[name])
+        assert error_code(f.next()) == BAD_REQUEST
+        f.expect_eof()
+    still_serves(rig, d)
+    # The log is in order: once the good request's record is there, a
+    # record of the malformed one would be too.
+    d.wait_audit("echo")
+    assert [a["argv"] for a in d.audits()] == ['"echo" "alive"'], "a malformed request ran"
+
+
+def test_silent_client_is_dropped(rig):
+    d = rig.daemon(ECHO, handshake_timeout="500ms", **ONE_WORKER)
+    with d.connect() as s:
+        # Nothing sent: the daemon cannot even tell framed from line mode,
+        # so it closes, without a word or with an error; it must not hang.
+        f = Frames(s)
+        first = f.next()
+        if first is not None:
+            assert error_code(first) == HANDSHAKE_TIMEOUT
+            f.expect_eof()
+    still_serves(rig, d)
+
+
+def test_partial_header_times_out(rig):
+    d = rig.daemon(ECHO, handshake_timeout="500ms", **ONE_WORKER)
+    with d.connect() as s:
+        s.sendall(b"\x01\x00")
+        f = Frames(s)
+        assert error_code(f.next()) == HANDSHAKE_TIMEOUT
+        f.expect_eof()
+    still_serves(rig, d)
+
+
+def test_idle_connection_between_requests_times_out(rig):
+    d = rig.daemon(ECHO, idle_timeout="500ms", **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        s.sendall(request_frame(["echo", "one"]))
+        assert f.next() == (STDOUT, b"one\n")
+        assert f.next()[0] == EXIT
+        assert error_code(f.next()) == IDLE_TIMEOUT
+        f.expect_eof()
+    still_serves(rig, d)
+
+
+def test_hello_without_request_times_out(rig):
+    d = rig.daemon(ECHO, handshake_timeout="500ms", **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        assert error_code(f.next()) == HANDSHAKE_TIMEOUT
+        f.expect_eof()
+    still_serves(rig, d)
+
+
+def test_half_close_mid_command_kills_it(rig):
+    # A framed client never half-closes while its command runs; FIN means it
+    # is gone. The daemon must not keep the command running for nobody.
+    m = rig.marker()
+    d = rig.daemon(ECHO | {"slow": {"path": "/bin/sleep", "arg": m}}, **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        s.sendall(request_frame(["slow"]))
+        wait_for(lambda: procs_with_arg(m), 10, "the remote sleep to start")
+        s.shutdown(socket.SHUT_WR)
+        assert wait_no_proc_with(m) == [], "the command outlived its client"
+    a = d.wait_audit("slow")[0]
+    assert a["status"] != "exit:0", a
+    still_serves(rig, d)
