@@ -29,10 +29,6 @@ static const char *const supervisor_env[] = {
 	"WATCHDOG_PID", "WATCHDOG_USEC",
 };
 
-static struct {
-	char *notify_socket;    /* cached NOTIFY_SOCKET, NULL when unsupervised */
-	uint64_t watchdog_usec;
-} sd;
 
 int systemd_detect(void)
 {
@@ -50,6 +46,11 @@ void systemd_scrub_env(void)
 }
 
 #if HAVE_SYSTEMD
+static struct {
+	char *notify_socket;    /* cached NOTIFY_SOCKET, NULL when unsupervised */
+	uint64_t watchdog_usec;
+} sd;
+
 int systemd_take(struct systemd_socket *out, int max, char *err, size_t errlen)
 {
 	char **names = NULL;
