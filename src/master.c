@@ -62,8 +62,12 @@ static struct {
 	char *status_buf;          /* sized at start for the status report */
 	size_t status_cap;
 	int sigfd, ctlfd, pidfd;
+	int wake[2];               /* workers -> master: no idle worker left */
+	uint64_t urgent_at_ms;     /* when to look again for an idle worker */
 	char pidfile[CONFIG_PATH_MAX];
 	char control_path[CONFIG_PATH_MAX];
+	char made[2][CONFIG_PATH_MAX];   /* directories the master created */
+	int nmade;
 	unsigned generation;
 	int floor;
 	int spawn_rate;
@@ -134,6 +138,7 @@ static void close_master_fds(void)
 		if (M.w[i].pipe_wr >= 0)
 			close(M.w[i].pipe_wr);
 	close(M.sigfd);
+	close(M.wake[0]);
 	if (M.ctlfd >= 0)
 		close(M.ctlfd);
 	if (M.pidfd >= 0)
@@ -192,6 +197,7 @@ static int spawn_worker(void)
 		ctx.nslots = M.sb.nslots;
 		ctx.tls = M.tls;
 		ctx.master_fd = p[0];
+		ctx.wake_fd = M.wake[1];
 		worker_run(&ctx);
 	}
 	close(p[0]);
@@ -576,6 +582,35 @@ static void adjust_floor(int delta)
 			}
 }
 
+/* A worker found no idle worker left: new connections would wait for the
+ * next tick. Look again shortly (a worker finishing its connection ends
+ * most such moments by itself) and start one if it is still so; the
+ * tick's doubling rate still governs spares. */
+#define URGENT_DELAY_MS 20
+
+static void urgent_wake(void)
+{
+	char buf[64];
+
+	while (read(M.wake[0], buf, sizeof(buf)) > 0)
+		;
+	if (!M.urgent_at_ms)
+		M.urgent_at_ms = now_ms() + URGENT_DELAY_MS;
+}
+
+static void urgent_check(void)
+{
+	int total, idle;
+
+	M.urgent_at_ms = 0;
+	/* min_spare = 0 says: let connections wait for a worker. */
+	if (M.stop != RUNNING || M.backoff_ms || !M.cfg->min_spare)
+		return;
+	pool_count(&total, &idle);
+	if (idle == 0 && total < M.cfg->max_workers)
+		spawn_worker();
+}
+
 static void handle_signals(void)
 {
 	struct signalfd_siginfo si;
@@ -684,9 +719,12 @@ static int mkparent(const char *path)
 	if (!slash || slash == dir)
 		return 0;
 	*slash = '\0';
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -1;
-	return 0;
+	if (mkdir(dir, 0755) == 0) {
+		if (M.nmade < (int)ARRAY_SIZE(M.made))
+			snprintf(M.made[M.nmade++], sizeof(M.made[0]), "%s", dir);
+		return 0;
+	}
+	return errno == EEXIST ? 0 : -1;
 }
 
 static int setup_signals(void)
@@ -718,8 +756,12 @@ static void drop_privileges(void)
 	pw = getpwnam(M.cfg->user);
 	if (!pw)
 		fatal(EXIT_CONFIG, "user %s: no such user", M.cfg->user);
-	if (M.ctlfd >= 0 && fchown(M.ctlfd, pw->pw_uid, pw->pw_gid) < 0)
-		log_warn("control socket: fchown: %s", strerror(errno));
+	/* What the master must still remove at exit becomes the user's. */
+	if (M.ctlfd >= 0 && chown(M.control_path, pw->pw_uid, pw->pw_gid) < 0)
+		log_warn("control socket %s: chown: %s", M.control_path, strerror(errno));
+	for (int i = 0; i < M.nmade; i++)
+		if (chown(M.made[i], pw->pw_uid, pw->pw_gid) < 0)
+			log_warn("%s: chown: %s", M.made[i], strerror(errno));
 	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
 	    setuid(pw->pw_uid) < 0)
 		fatal(EXIT_RUNTIME, "cannot drop privileges to %s: %s", pw->pw_name, strerror(errno));
@@ -773,6 +815,8 @@ static uint64_t next_timeout(void)
 
 	if (M.watchdog_ms && M.next_watchdog_ms < t)
 		t = M.next_watchdog_ms;
+	if (M.urgent_at_ms && M.urgent_at_ms < t)
+		t = M.urgent_at_ms;
 	if (M.stop_deadline_ms && M.stop_deadline_ms < t)
 		t = M.stop_deadline_ms;
 	if (M.kill_at_ms && M.kill_at_ms < t)
@@ -797,6 +841,8 @@ static void cleanup(void)
 	free(M.w);
 	free(M.status_buf);
 	close(M.sigfd);
+	close(M.wake[0]);
+	close(M.wake[1]);
 	config_free(M.cfg);
 }
 
@@ -819,6 +865,8 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 
 	if (setup_signals() < 0)
 		fatal(EXIT_RUNTIME, "signals: %s", strerror(errno));
+	if (pipe2(M.wake, O_CLOEXEC | O_NONBLOCK) < 0)
+		fatal(EXIT_RUNTIME, "pipe: %s", strerror(errno));
 
 	snprintf(M.pidfile, sizeof(M.pidfile), "%s", M.cfg->pidfile);
 	if (!M.pidfile[0] && opts->mode == START_DAEMON)
@@ -883,24 +931,29 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 	M.next_tick_ms = now_ms() + TICK_MS;
 
 	for (;;) {
-		struct pollfd pfd[2] = {
+		struct pollfd pfd[3] = {
 			{ .fd = M.sigfd, .events = POLLIN },
 			{ .fd = M.ctlfd, .events = POLLIN },
+			{ .fd = M.wake[0], .events = POLLIN },
 		};
 		uint64_t now = now_ms(), t = next_timeout();
 
 		if (M.stop != RUNNING && live_workers() == 0)
 			break;
-		if (poll(pfd, 2, t > now ? (int)(t - now) : 0) < 0 && errno != EINTR)
+		if (poll(pfd, 3, t > now ? (int)(t - now) : 0) < 0 && errno != EINTR)
 			log_err("poll: %s", strerror(errno));
 		if (pfd[0].revents & POLLIN)
 			handle_signals();
 		if (pfd[1].revents & POLLIN)
 			serve_control();
+		if (pfd[2].revents & POLLIN)
+			urgent_wake();
 
 		now = now_ms();
 		if (M.backoff_ms && M.stop == RUNNING && now >= M.next_spawn_ms)
 			pool_fill();
+		if (M.urgent_at_ms && now >= M.urgent_at_ms)
+			urgent_check();
 		if (M.watchdog_ms && now >= M.next_watchdog_ms) {
 			systemd_notify("WATCHDOG=1");
 			M.next_watchdog_ms = now + M.watchdog_ms;

@@ -11,6 +11,18 @@
 
 #include "policy.h"
 
+/* Client-chosen text in a message: printable ASCII only, no quotes, so
+ * that the ERROR frame stays UTF-8 and the audit record unambiguous. */
+static const char *safe(char *buf, size_t cap, const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len && s[i] && i + 1 < cap; i++)
+		buf[i] = s[i] > 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
 static int identity_allowed(const struct command *cmd, const char *identity)
 {
 	if (cmd->nidentities == 0)
@@ -37,6 +49,7 @@ enum policy_verdict policy_check(const struct config *cfg, const struct sockaddr
 				 struct policy_exec *out, char *why, size_t whylen)
 {
 	const struct command *cmd;
+	char tmp[72];
 	int n = 0;
 
 	if (argc < 1 || !argv[0][0]) {
@@ -45,7 +58,8 @@ enum policy_verdict policy_check(const struct config *cfg, const struct sockaddr
 	}
 	cmd = config_command(cfg, argv[0]);
 	if (!cmd) {
-		snprintf(why, whylen, "no command \"%.64s\" is configured", argv[0]);
+		snprintf(why, whylen, "no command \"%s\" is configured",
+			 safe(tmp, sizeof(tmp), argv[0], 64));
 		return POLICY_UNKNOWN;
 	}
 	if (!config_netrules_allow(&cmd->net, peer)) {
@@ -74,8 +88,8 @@ enum policy_verdict policy_check(const struct config *cfg, const struct sockaddr
 			}
 	for (int i = 0; i < envc; i++)
 		if (!env_allowed(cmd, envp[i])) {
-			snprintf(why, whylen, "%s does not accept the variable %.*s", cmd->name,
-				 (int)strcspn(envp[i], "="), envp[i]);
+			snprintf(why, whylen, "%s does not accept the variable %s", cmd->name,
+				 safe(tmp, sizeof(tmp), envp[i], strcspn(envp[i], "=")));
 			return POLICY_DENIED;
 		}
 

@@ -251,14 +251,15 @@ static enum end flush(struct conn *c)
 
 /* Audit: one record per request. Arguments are escaped so that a
  * newline or a quote in an argument cannot forge a log line. */
-static void escape(char *dst, size_t cap, char *const *argv, int argc)
+static void escape(char *dst, size_t cap, char *const *argv, int argc, int quote)
 {
 	size_t o = 0;
 
 	for (int i = 0; i < argc && o + 8 < cap; i++) {
 		if (i)
 			dst[o++] = ' ';
-		dst[o++] = '"';
+		if (quote)
+			dst[o++] = '"';
 		for (const unsigned char *s = (const unsigned char *)argv[i]; *s && o + 6 < cap; s++) {
 			if (*s == '"' || *s == '\\') {
 				dst[o++] = '\\';
@@ -269,7 +270,8 @@ static void escape(char *dst, size_t cap, char *const *argv, int argc)
 				dst[o++] = (char)*s;
 			}
 		}
-		dst[o++] = '"';
+		if (quote)
+			dst[o++] = '"';
 	}
 	dst[o < cap ? o : cap - 1] = '\0';
 }
@@ -279,16 +281,20 @@ static void audit(const struct conn *c, char *const *argv, int argc, const char 
 {
 	char args[1024], status[64], fields[1400];
 	uint64_t ms = oc->started_ms ? now_ms() - oc->started_ms : 0;
-	char name[300], why[sizeof(oc->why)];
+	char name[300], why[sizeof(oc->why)], ident[300];
 	int allowed = strcmp(decision, "allow") == 0, n;
 
 	/* Everything a client chose is escaped: a newline in a command name
 	 * must not start a forged record. */
-	escape(args, sizeof(args), argv, argc);
-	escape(name, sizeof(name), argv, argc > 0 ? 1 : 0);
+	escape(args, sizeof(args), argv, argc, 1);
+	escape(name, sizeof(name), argv, argc > 0 ? 1 : 0, 0);
+	{
+		char *const idv[] = { (char *)(c->identity ? c->identity : "") };
+		escape(ident, sizeof(ident), idv, 1, 0);
+	}
 	snprintf(why, sizeof(why), "%s", oc->why);
 	for (char *p = why; *p; p++)
-		if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
 			*p = '?';
 	if (oc->error)
 		snprintf(status, sizeof(status), "error:%s", proto_error_name(oc->error));
@@ -306,8 +312,9 @@ static void audit(const struct conn *c, char *const *argv, int argc, const char 
 	/* The same facts as journal fields, for journalctl FIELD=value. */
 	n = snprintf(fields, sizeof(fields),
 		     "TCPEXECD_WORKER_PID=%ld\nREMOTE_ADDR=%s\nREMOTE_PORT=%u\nCOMMAND=%.80s\n"
-		     "ARGV=%s\nDECISION=%s\nDURATION_USEC=%llu\nBYTES_IN=%llu\nBYTES_OUT=%llu\n",
-		     (long)getpid(), c->host, c->port, name, args, decision,
+		     "ARGV=%s\nDECISION=%s\nIDENTITY=%.128s\nDURATION_USEC=%llu\nBYTES_IN=%llu\n"
+		     "BYTES_OUT=%llu\n",
+		     (long)getpid(), c->host, c->port, name, args, decision, ident,
 		     (unsigned long long)ms * 1000, (unsigned long long)oc->bytes_in,
 		     (unsigned long long)oc->bytes_out);
 	if (n > 0 && (size_t)n < sizeof(fields) && oc->exited && !oc->error)
@@ -319,9 +326,10 @@ static void audit(const struct conn *c, char *const *argv, int argc, const char 
 			 proto_error_name(oc->error));
 
 	log_event(allowed ? LOG_INFO : LOG_NOTICE, allowed ? MSGID_EXECUTED : MSGID_DENIED, fields,
-		  "%s peer=%s:%u command=%.80s argv=[%s] status=%s duration_ms=%llu in=%llu "
-		  "out=%llu worker=%ld%s%s",
-		  decision, c->host, c->port, name, args, status, (unsigned long long)ms,
+		  "%s peer=%s:%u%s%.128s command=%.80s argv=[%s] status=%s duration_ms=%llu "
+		  "in=%llu out=%llu worker=%ld%s%s",
+		  decision, c->host, c->port, ident[0] ? " identity=" : "", ident, name, args,
+		  status, (unsigned long long)ms,
 		  (unsigned long long)oc->bytes_in, (unsigned long long)oc->bytes_out,
 		  (long)getpid(), why[0] ? " reason=" : "", why);
 }

@@ -363,6 +363,12 @@ static long c_io(int writing, void *buf, size_t len)
 		return 0;
 	if (e == SSL_ERROR_SYSCALL && r == 0 && !writing)
 		return 0;
+	if (e == SSL_ERROR_SSL) {
+		/* Say what TLS said (an alert such as a refused certificate),
+		 * not a stale errno. */
+		unsigned long q = ERR_get_error();
+		die("%s: TLS: %s", opt.host, q ? ERR_reason_error_string(q) : "protocol error");
+	}
 	return -2;
 }
 
@@ -857,6 +863,14 @@ int main(int argc, char **argv)
 			fprintf(stderr, "Try 'tcpexec --help' for more information.\n");
 			return EXIT_CLIENT;
 		}
+	}
+	if (opt.psk_identity && !opt.psk_file) {
+		fprintf(stderr, "%s: --psk-identity needs --psk-file\n", progname);
+		return EXIT_CLIENT;
+	}
+	if (opt.key && !opt.cert) {
+		fprintf(stderr, "%s: --key needs --cert\n", progname);
+		return EXIT_CLIENT;
 	}
 	if (optind >= argc) {
 		fprintf(stderr, "%s: no host given\nTry 'tcpexec --help' for more information.\n",

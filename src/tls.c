@@ -303,6 +303,87 @@ out:
 	return rc;
 }
 
+/* Who the peer proved to be in this handshake: the PSK identity, or the
+ * client certificate's first DNS/email SAN, else its CN. */
+static void handshake_identity(SSL *ssl, char *out, size_t cap)
+{
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	GENERAL_NAMES *names;
+
+	out[0] = '\0';
+	if (psk_seen.known) {
+		snprintf(out, cap, "%s", psk_seen.identity);
+		return;
+	}
+	if (!cert)
+		return;
+	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+		GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+		if (gn->type == GEN_DNS || gn->type == GEN_EMAIL) {
+			const unsigned char *s = ASN1_STRING_get0_data(gn->d.ia5);
+			int len = ASN1_STRING_length(gn->d.ia5);
+			if (len > 0 && len <= PSK_ID_MAX && !memchr(s, '\0', (size_t)len)) {
+				snprintf(out, cap, "%.*s", len, s);
+				break;
+			}
+		}
+	}
+	GENERAL_NAMES_free(names);
+	if (!out[0])
+		X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out,
+					  (int)cap);
+}
+
+/* A ticket carries the identity it was issued to, so that a resumed
+ * session (which runs no PSK callback and may have no certificate) is
+ * still the same client to the policy. */
+static int ticket_gen_cb(SSL *ssl, void *arg)
+{
+	char id[PSK_ID_MAX + 1];
+
+	(void)arg;
+	handshake_identity(ssl, id, sizeof(id));
+	return SSL_SESSION_set1_ticket_appdata(SSL_get0_session(ssl), id, strlen(id)) == 1;
+}
+
+static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *name,
+				       size_t namelen, SSL_TICKET_STATUS status, void *arg)
+{
+	(void)ssl;
+	(void)ss;
+	(void)name;
+	(void)namelen;
+	(void)arg;
+	switch (status) {
+	case SSL_TICKET_SUCCESS:
+		return SSL_TICKET_RETURN_USE;
+	case SSL_TICKET_SUCCESS_RENEW:
+		return SSL_TICKET_RETURN_USE_RENEW;
+	case SSL_TICKET_FATAL_ERR_MALLOC:
+	case SSL_TICKET_FATAL_ERR_OTHER:
+		return SSL_TICKET_RETURN_ABORT;
+	default:
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	}
+}
+
+static void take_identity(struct tls_conn *tc)
+{
+	void *data;
+	size_t len;
+
+	if (SSL_session_reused(tc->ssl) && !psk_seen.known) {
+		if (SSL_SESSION_get0_ticket_appdata(SSL_get0_session(tc->ssl), &data, &len) == 1 &&
+		    len < sizeof(tc->identity)) {
+			memcpy(tc->identity, data, len);
+			tc->identity[len] = '\0';
+		}
+		return;
+	}
+	handshake_identity(tc->ssl, tc->identity, sizeof(tc->identity));
+}
+
 struct tls_server *tls_server_new(const struct config *c, char *err, size_t errlen)
 {
 	struct tls_server *t;
@@ -323,6 +404,7 @@ struct tls_server *tls_server_new(const struct config *c, char *err, size_t errl
 	SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(t->ctx, 1);
 	SSL_CTX_set_tlsext_ticket_key_evp_cb(t->ctx, ticket_cb);
+	SSL_CTX_set_session_ticket_cb(t->ctx, ticket_gen_cb, ticket_dec_cb, NULL);
 	/* SHA-256 suites first, chosen by the server: a pre-shared key is
 	 * bound to SHA-256 and would be skipped under a SHA-384 suite. */
 	SSL_CTX_set_ciphersuites(t->ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:"
@@ -446,35 +528,6 @@ static int classify(struct tls_conn *tc, int r, short *events, const char *what)
 	}
 }
 
-static void take_identity(struct tls_conn *tc)
-{
-	X509 *cert = SSL_get0_peer_certificate(tc->ssl);
-	GENERAL_NAMES *names;
-
-	if (psk_seen.known) {
-		snprintf(tc->identity, sizeof(tc->identity), "%s", psk_seen.identity);
-		return;
-	}
-	if (!cert)
-		return;
-	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-	for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
-		GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
-		if (gn->type == GEN_DNS || gn->type == GEN_EMAIL) {
-			const unsigned char *s = ASN1_STRING_get0_data(gn->d.ia5);
-			int len = ASN1_STRING_length(gn->d.ia5);
-			if (len > 0 && len <= PSK_ID_MAX && !memchr(s, '\0', (size_t)len)) {
-				snprintf(tc->identity, sizeof(tc->identity), "%.*s", len, s);
-				break;
-			}
-		}
-	}
-	GENERAL_NAMES_free(names);
-	if (!tc->identity[0])
-		X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName,
-					  tc->identity, sizeof(tc->identity));
-}
-
 int tls_handshake(struct tls_conn *tc, short *events)
 {
 	int r;
@@ -542,5 +595,6 @@ const char *tls_conn_error(const struct tls_conn *tc)
 
 int tls_resumed(const struct tls_conn *tc)
 {
-	return SSL_session_reused(tc->ssl);
+	/* OpenSSL counts an external PSK as a "reuse"; a ticket is not one. */
+	return SSL_session_reused(tc->ssl) && !psk_seen.known;
 }

@@ -106,7 +106,7 @@ static int admit(const struct worker_ctx *ctx, int conn, const struct sockaddr *
 		 const struct listen_opts *lo, const char *host)
 {
 	const struct config *cfg = ctx->cfg;
-	int same = 0, starting = 0, busy = 0;
+	int same = 0, same_starting = 0, starting = 0, busy = 0;
 	const char *why = NULL;
 
 	if (lo && !config_netrules_allow(&lo->rules, peer)) {
@@ -118,15 +118,21 @@ static int admit(const struct worker_ctx *ctx, int conn, const struct sockaddr *
 		const struct slot *s = &ctx->slots[i];
 		if (s == ctx->slot || s->state != WS_BUSY)
 			continue;
+		int mine = strcmp(s->host, host) == 0;
 		busy++;
 		starting += s->handshaking;
-		same += strcmp(s->host, host) == 0;
+		same += mine;
+		same_starting += mine && s->handshaking;
 	}
 	if (cfg->max_connections && busy >= cfg->max_connections) {
 		why = "server busy";
 	} else if (cfg->per_source_max && same >= cfg->per_source_max) {
 		why = "too many connections from this address";
-	} else if (starting >= cfg->max_startups[0]) {
+	} else if (starting >= cfg->max_startups[0] &&
+		   (same_starting > 0 || starting >= cfg->max_startups[2])) {
+		/* The early drop falls on sources that already have a handshake
+		 * pending: a flood of silent connections from one address must
+		 * not cost everyone else their turn. */
 		int start = cfg->max_startups[0], rate = cfg->max_startups[1];
 		int full = cfg->max_startups[2];
 		int p = starting >= full ? 100
@@ -147,6 +153,17 @@ static int admit(const struct worker_ctx *ctx, int conn, const struct sockaddr *
 	}
 	close(conn);
 	return -1;
+}
+
+/* The last idle worker just turned busy: nobody accepts until the master
+ * starts another, so tell it now instead of at its next tick. */
+static void wake_master(const struct worker_ctx *ctx)
+{
+	for (int i = 0; i < ctx->nslots; i++)
+		if (ctx->slots[i].state == WS_IDLE || ctx->slots[i].state == WS_STARTING)
+			return;
+	if (write(ctx->wake_fd, "w", 1) < 0 && errno != EAGAIN)
+		log_debug("wake: %s", strerror(errno));
 }
 
 void worker_run(const struct worker_ctx *ctx)
@@ -236,6 +253,7 @@ void worker_run(const struct worker_ctx *ctx)
 			slot->requests++;
 			slot->handshaking = 1;
 			slot->state = WS_BUSY;
+			wake_master(ctx);
 			if (session_serve(&sctx, conn, (struct sockaddr *)&peer, plen, lo) < 0)
 				_exit(EXIT_OK);
 			slot->handshaking = 0;
@@ -268,6 +286,14 @@ int worker_inetd(const struct config *cfg)
 	if (getpeername(STDIN_FILENO, (struct sockaddr *)&peer, &plen) < 0) {
 		log_err("-i: standard input is not a connected socket: %s", strerror(errno));
 		return EXIT_USAGE;
+	}
+	/* No TLS in this mode: plaintext is for loopback and Unix peers, as on
+	 * the daemon's own listeners. */
+	if (!cfg->insecure && !addr_is_local((struct sockaddr *)&peer)) {
+		addr_format((struct sockaddr *)&peer, plen, slot.peer, sizeof(slot.peer));
+		log_err("-i: refusing %s: inetd mode is plaintext, for loopback and Unix peers "
+			"(set insecure = yes to allow others)", slot.peer);
+		return EXIT_RUNTIME;
 	}
 	/* The session owns and closes its descriptor; fd 0 and 1 may be the
 	 * same socket (inetd) or two (systemd gives both): keep 0, and point

@@ -22,6 +22,7 @@ struct worker_ctx {
 	int nslots;
 	struct tls_server *tls;           /* NULL when no TLS is configured */
 	int master_fd;                    /* read end of the master pipe */
+	int wake_fd;                      /* write end of the master's wake pipe */
 };
 
 _Noreturn void worker_run(const struct worker_ctx *ctx);

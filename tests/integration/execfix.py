@@ -210,10 +210,12 @@ class _Reader(threading.Thread):
             return list(self.lines)
 
 
-# One audit record. The command name may be printed bare or quoted and
+# One audit record (identity= appears when the client authenticated). The
+# command name may be printed bare or quoted and
 # escaped like argv, and an error name with its spaces or with '_' for them;
 # audit_record() normalises both to the plain name.
 AUDIT = re.compile(r"tcpexecd\[\d+\]: (?P<decision>allow|deny) peer=(?P<peer>\S+) "
+                   r"(?:identity=(?P<identity>\S+) )?"
                    r"command=(?P<command>\"(?:[^\"\\]|\\.)*\"|\S*) argv=\[(?P<argv>.*)\] "
                    r"status=(?P<status>.*?) "
                    r"duration_ms=\d+ in=(?P<bytes_in>\d+) out=(?P<bytes_out>\d+) "
