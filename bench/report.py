@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""bench/report.py: turn bench/run's raw result lines into one table.
+
+Reads the raw file (one line per load run: "round=R work=W system=S ...
+rps=.. p50_us=.. p99_us=.. failures=.. mbps=.."), takes the median of
+each (work, system) over the rounds, computes the ratios to tcpexecd and
+to the local spawn ceiling measured in the same rounds, prints the table,
+writes it as Markdown, draws the plot with gnuplot (bench/plot.gp) and,
+with --docs, replaces the results section of docs/benchmarks.md.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+BEGIN = "<!-- BEGIN bench/run results: generated, replaced by every full run -->"
+END = "<!-- END bench/run results -->"
+
+# What bench/run measures, in the order shown; the systems of each item are
+# listed so that one that could not run still gets its "n/a" row.
+ECHO = ["tcpexecd", "tcpexecd-reuse", "tcpserver", "systemd-socket-activate",
+        "xinetd", "socat", "ncat", "zabbix", "nrpe"]
+WORKS = [
+    ("echo-c1", "`echo hello`, fresh connection, 1 client", ECHO, "req/s"),
+    ("echo-c8", "`echo hello`, fresh connection, 8 clients", ECHO, "req/s"),
+    ("echo-c32", "`echo hello`, fresh connection, 32 clients", ECHO, "req/s"),
+    ("stream", "1 GB through `cat`", ["tcpexecd", "tcpserver-cat", "socat-cat"], "MB/s"),
+    ("e2e", "client program, sequential invocations",
+     ["tcpexec", "ssh", "zabbix_get", "check_nrpe"], "runs/s"),
+    ("ceiling-j1", "local spawn ceiling, 1 spawner", ["spawn"], "spawns/s"),
+    ("ceiling-jn", "local spawn ceiling, one spawner per CPU", ["spawn"], "spawns/s"),
+]
+# The row each work item is compared with, and the ceiling that bounds it.
+REFERENCE = {"echo-c1": "tcpexecd", "echo-c8": "tcpexecd", "echo-c32": "tcpexecd",
+             "stream": "tcpexecd", "e2e": "tcpexec"}
+CEILING = {"echo-c1": "ceiling-j1", "echo-c8": "ceiling-jn", "echo-c32": "ceiling-jn",
+           "e2e": "ceiling-j1"}
+NOTES = {
+    "tcpexecd-reuse": "one connection per client, many requests",
+    "ncat": "client does not half-close (see README)",
+    "zabbix": "UserParameter, via /bin/sh",
+    "nrpe": "v2 packets, no TLS, via /bin/sh",
+    "tcpserver-cat": "cat on the socket itself, no relay",
+    "socat-cat": "raw bytes, no framing",
+    "ssh": "OpenSSH defaults (sntrup761 key exchange)",
+    "check_nrpe": "-n (no TLS)",
+}
+
+
+def parse_kv(line):
+    out = {}
+    for word in line.split():
+        if "=" in word:
+            k, v = word.split("=", 1)
+            out[k] = v
+    return out
+
+
+def read_facts(path):
+    facts = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "=" in line:
+                k, v = line.split("=", 1)
+                facts[k] = v
+    return facts
+
+
+def fnum(d, k):
+    try:
+        return float(d.get(k, "nan"))
+    except ValueError:
+        return float("nan")
+
+
+def aggregate(raw_path):
+    """(work, system) -> {value, p50, p99, failures, requests, rounds}."""
+    runs = {}
+    with open(raw_path) as f:
+        for line in f:
+            d = parse_kv(line)
+            if "work" not in d or "system" not in d:
+                continue
+            runs.setdefault((d["work"], d["system"]), []).append(d)
+    agg = {}
+    for key, rs in runs.items():
+        work = key[0]
+        metric = "mbps" if work == "stream" else "rps"
+        vals = [fnum(r, metric) for r in rs if fnum(r, metric) == fnum(r, metric)]
+        ok = [r for r in rs if fnum(r, "p50_us") > 0]
+        agg[key] = {
+            "value": statistics.median(vals) if vals else 0.0,
+            "p50": statistics.median([fnum(r, "p50_us") for r in ok]) if ok else None,
+            "p99": statistics.median([fnum(r, "p99_us") for r in ok]) if ok else None,
+            "failures": sum(int(fnum(r, "failures")) for r in rs
+                            if fnum(r, "failures") == fnum(r, "failures")),
+            "requests": sum(int(fnum(r, "requests")) for r in rs
+                            if fnum(r, "requests") == fnum(r, "requests")),
+            "rounds": len(rs),
+            "cpu_us": statistics.median([fnum(r, "cpu_us") for r in rs]) if "cpu_us" in rs[0] else None,
+        }
+    return agg
+
+
+def fmt_value(v, unit):
+    if v >= 100:
+        return "%.0f %s" % (v, unit)
+    if v >= 10:
+        return "%.1f %s" % (v, unit)
+    return "%.2f %s" % (v, unit)
+
+
+def fmt_ms(us):
+    if us is None:
+        return "-"
+    ms = us / 1000.0
+    return "%.0f" % ms if ms >= 100 else "%.1f" % ms if ms >= 10 else "%.2f" % ms
+
+
+def fmt_ratio(a, b):
+    if not b or a is None:
+        return "-"
+    return "%.2f" % (a / b)
+
+
+def build_rows(agg, facts):
+    rows = []
+    for work, label, systems, unit in WORKS:
+        ref = agg.get((work, REFERENCE.get(work, "")))
+        ceil = agg.get((CEILING.get(work, ""), "spawn"))
+        seen = [s for (w, s) in agg if w == work]
+        for s in systems + [s for s in seen if s not in systems]:
+            a = agg.get((work, s))
+            name = s if work not in ("ceiling-j1", "ceiling-jn") else "posix_spawn /bin/echo"
+            if a is None:
+                why = facts.get("na_" + s)
+                if why is None:
+                    continue
+                rows.append([label, name, "n/a", "", "", "", "", "", why])
+                continue
+            rows.append([
+                label, name, fmt_value(a["value"], unit), fmt_ms(a["p50"]), fmt_ms(a["p99"]),
+                "%d/%d" % (a["failures"], a["requests"]),
+                fmt_ratio(a["value"], ref["value"]) if ref else "-",
+                fmt_ratio(a["value"], ceil["value"]) if ceil else "-",
+                NOTES.get(s, ""),
+            ])
+    return rows
+
+
+HEAD = ["work", "system", "median", "p50 ms", "p99 ms", "failures", "vs tcpexecd",
+        "vs ceiling", "note"]
+
+
+def table_text(rows):
+    widths = [max(len(str(r[i])) for r in rows + [HEAD]) for i in range(len(HEAD))]
+    out = []
+    for r in [HEAD] + rows:
+        out.append("  ".join(str(c).ljust(widths[i]) if i in (0, 1, 8) else
+                             str(c).rjust(widths[i]) for i, c in enumerate(r)).rstrip())
+    return "\n".join(out)
+
+
+def table_md(rows):
+    out = ["| " + " | ".join(HEAD) + " |",
+           "|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---"]) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+def behind(agg):
+    """Plain sentences: where another system beats tcpexecd."""
+    lines = []
+    for work, label, systems, unit in WORKS:
+        refname = REFERENCE.get(work)
+        ref = agg.get((work, refname)) if refname else None
+        if not ref:
+            continue
+        for s in systems:
+            a = agg.get((work, s))
+            if not a or s == refname or s == "tcpexecd-reuse":
+                continue
+            if a["failures"] * 100 > a["requests"]:
+                continue  # a peer that fails more than 1 % is not "ahead"
+            if ref["value"] and a["value"] > ref["value"] * 1.05:
+                lines.append("- %s: **%s** does %s, %.2f× %s's %s." % (
+                    label, s, fmt_value(a["value"], unit), a["value"] / ref["value"],
+                    refname, fmt_value(ref["value"], unit)))
+            if (a["p99"] and ref["p99"] and ref["p99"] > a["p99"] * 1.10 and work != "stream"):
+                lines.append("- %s: **%s** has a lower p99 latency, %s ms against %s ms." % (
+                    label, s, fmt_ms(a["p99"]), fmt_ms(ref["p99"])))
+    for work in ("echo-c1", "echo-c8", "echo-c32"):
+        a = agg.get((work, "tcpexecd"))
+        c = agg.get((CEILING[work], "spawn"))
+        if a and c and c["value"]:
+            lines.append("- %s: tcpexecd reaches %.0f %% of the local spawn ceiling." % (
+                dict((w[0], w[1]) for w in WORKS)[work], 100 * a["value"] / c["value"]))
+    a = agg.get(("echo-c1", "tcpexecd"))
+    if a and a["failures"]:
+        lines.append("- tcpexecd had %d failures at 1 client." % a["failures"])
+    for work in ("echo-c8", "echo-c32", "stream"):
+        a = agg.get((work, "tcpexecd"))
+        if a and a["failures"]:
+            lines.append("- tcpexecd had %d failed requests in %s." % (a["failures"], work))
+    return lines
+
+
+def resources(facts, agg):
+    def kb(k):
+        v = facts.get(k)
+        return ("%s KiB" % v) if v and v != "n/a" else "n/a"
+    ceil = agg.get(("ceiling-j1", "spawn"))
+    rows = [
+        ("start-up, exec to \"listening on\" (median of 5)",
+         "%s ms" % facts.get("startup_ms", "n/a")),
+        ("private memory, master, after start", kb("mem_master_kb")),
+        ("private memory, idle worker, after start", kb("mem_worker_kb")),
+        ("private memory, master, after the run", kb("mem_master_after_kb")),
+        ("private memory, idle worker, after the run", kb("mem_worker_after_kb")),
+        ("workers after the run", facts.get("workers_after", "n/a")),
+        ("CPU per request, master + workers (8 clients)", "%s µs" % facts.get("cpu_daemon_us", "n/a")),
+        ("CPU per request, with the `echo` it ran", "%s µs" % facts.get("cpu_total_us", "n/a")),
+    ]
+    if ceil and ceil.get("cpu_us") is not None:
+        rows.append(("CPU per local posix_spawn of `echo` (ceiling, for scale)",
+                     "%.0f µs" % ceil["cpu_us"]))
+    out = ["| tcpexecd | value |", "|---|---:|"]
+    out += ["| %s | %s |" % r for r in rows]
+    return "\n".join(out)
+
+
+def machine(facts):
+    keys = [("date", "date"), ("cpu", "CPU"), ("nproc", "CPUs (nproc)"), ("memory", "memory"),
+            ("kernel", "kernel"), ("os", "system"), ("revision", "tcpexecd revision"),
+            ("rounds", "rounds"), ("counts", "counts per round"),
+            ("load_start", "load average at start"), ("load_end", "load average at end")]
+    out = ["| | |", "|---|---|"]
+    for k, label in keys:
+        out.append("| %s | %s |" % (label, facts.get(k, "?")))
+    vers = ["%s %s" % (k[len("version_"):], v) for k, v in sorted(facts.items())
+            if k.startswith("version_")]
+    out.append("| peers | %s |" % ", ".join(vers))
+    return "\n".join(out)
+
+
+def plot(agg, png, here):
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        print("report: gnuplot not found, no plot", file=sys.stderr)
+        return False
+    systems = [s for s in ECHO if any((w, s) in agg for w in ("echo-c1", "echo-c8", "echo-c32"))]
+    with tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False) as f:
+        data = f.name
+        for s in systems:
+            for c in (1, 8, 32):
+                a = agg.get(("echo-c%d" % c, s))
+                if a and a["p99"]:
+                    f.write("%d %.1f %.3f\n" % (c, a["value"], a["p99"] / 1000.0))
+            f.write("\n\n")
+        for c, w in ((1, "ceiling-j1"), (8, "ceiling-jn"), (32, "ceiling-jn")):
+            a = agg.get((w, "spawn"))
+            if a:
+                f.write("%d %.1f %.3f\n" % (c, a["value"], (a["p99"] or 0) / 1000.0))
+        f.write("\n\n")
+    names = " ".join(systems + ["spawn-ceiling"])
+    try:
+        subprocess.run([gnuplot, "-e", "datafile='%s'; names='%s'; out='%s'" % (data, names, png),
+                        os.path.join(here, "plot.gp")], check=True)
+    except (subprocess.CalledProcessError, OSError) as e:
+        print("report: gnuplot failed: %s" % e, file=sys.stderr)
+        return False
+    finally:
+        os.unlink(data)
+    return True
+
+
+def section(facts, agg, rows, png_name):
+    quick = facts.get("quick") == "1"
+    parts = [BEGIN, "", "## Results", ""]
+    if quick:
+        parts += ["*A `--quick` run: small counts, for checking the bench, not for quoting.*", ""]
+    try:
+        loads = [float(facts[k].split()[0]) for k in ("load_start", "load_end") if k in facts]
+        ncpu = int(facts.get("nproc", "0"))
+    except ValueError:
+        loads, ncpu = [], 0
+    if ncpu and loads and max(loads) > ncpu:
+        parts += ["**The machine was busy with other work during this run** (1-minute load "
+                  "average up to %.1f on %d CPUs): every system lost CPU time to it, the "
+                  "interleaved rounds spread that loss over all of them, but the latencies, "
+                  "p99 most of all, are inflated and noisy. Compare the rows of this run "
+                  "with each other, not with another run." % (max(loads), ncpu), ""]
+    parts += ["Measured by `bench/run` on %s. Medians of %s interleaved rounds; "
+              "\"vs tcpexecd\" divides by tcpexecd's median (by `tcpexec`'s for the client "
+              "programs), \"vs ceiling\" by the local `posix_spawn` loop's of the same "
+              "rounds (one spawner for 1 client and for the client programs, one per CPU "
+              "for 8 and 32 clients). Failures are summed over the rounds." %
+              (facts.get("date", "?"), facts.get("rounds", "?")), "",
+              "### Machine", "", machine(facts), "",
+              "### Throughput and latency", "", table_md(rows), ""]
+    if png_name:
+        parts += ["![requests per second and p99 latency against the number of clients]"
+                  "(%s)" % png_name, ""]
+    parts += ["### tcpexecd's own resources", "", resources(facts, agg), ""]
+    lines = behind(agg)
+    parts += ["### Where tcpexecd is behind (computed from this run)", ""]
+    parts += lines if lines else ["- Nowhere in this run."]
+    parts += ["", END]
+    return "\n".join(parts)
+
+
+def write_docs(path, text):
+    old = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "# Benchmarks\n\n") + text + "\n"
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--facts", required=True)
+    ap.add_argument("--out", required=True, help="Markdown results file")
+    ap.add_argument("--png", required=True, help="plot file next to --out")
+    ap.add_argument("--docs", help="docs/benchmarks.md: its results section is replaced")
+    ap.add_argument("--docs-png", help="where the plot goes for --docs")
+    args = ap.parse_args()
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    facts = read_facts(args.facts)
+    agg = aggregate(args.raw)
+    rows = build_rows(agg, facts)
+    print(table_text(rows))
+    print()
+    for line in behind(agg):
+        print(line.replace("**", ""))
+    have_png = plot(agg, args.png, here)
+    with open(args.out, "w") as f:
+        f.write(section(facts, agg, rows, os.path.basename(args.png) if have_png else None) + "\n")
+    if args.docs:
+        if have_png and args.docs_png:
+            shutil.copyfile(args.png, args.docs_png)
+        write_docs(args.docs, section(facts, agg, rows,
+                                      os.path.basename(args.docs_png) if have_png and args.docs_png
+                                      else None))
+
+
+if __name__ == "__main__":
+    main()
