@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -23,7 +24,8 @@ static struct {
 	int startup_fd;  /* readiness pipe in daemon mode, else -1 */
 	int prefix;      /* "<N>" priority prefixes for systemd's stderr parser */
 	log_journal_fn journal;
-} lg = { "tcpexecd", LOG_TARGET_STDERR, 2, "", LOG_INFO, -1, 0, NULL };
+	int forward_fd;  /* worker: journal records go to the master here */
+} lg = { "tcpexecd", LOG_TARGET_STDERR, 2, "", LOG_INFO, -1, 0, NULL, -1 };
 
 void log_init(const char *ident)
 {
@@ -81,6 +83,51 @@ void log_set_prefix(int on)
 	lg.prefix = on;
 }
 
+void log_set_forward(int fd)
+{
+	lg.forward_fd = fd;
+}
+
+int log_journal_target(void)
+{
+	return lg.target == LOG_TARGET_JOURNAL;
+}
+
+/* One datagram: priority, MESSAGE_ID (may be empty), message, then the
+ * fields, separated by '\n'. */
+static int forward(int prio, const char *msg, const char *msgid, const char *fields)
+{
+	char buf[4096];
+	int n = snprintf(buf, sizeof(buf), "%d\n%s\n%s\n%s", prio, msgid ? msgid : "", msg,
+			 fields ? fields : "");
+
+	if (n < 0 || n >= (int)sizeof(buf))
+		return -1;
+	return send(lg.forward_fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) == n ? 0 : -1;
+}
+
+int log_forwarded(const char *dgram, size_t len)
+{
+	char buf[4096], *msgid, *msg, *fields, *end;
+	long prio;
+
+	if (!lg.journal || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, dgram, len);
+	buf[len] = '\0';
+	prio = strtol(buf, &end, 10);
+	if (*end != '\n' || prio < 0 || prio > LOG_DEBUG)
+		return -1;
+	msgid = end + 1;
+	if (!(msg = strchr(msgid, '\n')))
+		return -1;
+	*msg++ = '\0';
+	if (!(fields = strchr(msg, '\n')))
+		return -1;
+	*fields++ = '\0';
+	return lg.journal((int)prio, msg, msgid[0] ? msgid : NULL, fields);
+}
+
 int log_reopen(void)
 {
 	int fd;
@@ -104,6 +151,11 @@ int log_reopen(void)
 void log_set_level(int prio)
 {
 	lg.level = prio;
+}
+
+int log_enabled(int prio)
+{
+	return prio <= lg.level;
 }
 
 void log_set_startup_fd(int fd)
@@ -177,6 +229,12 @@ static void vevent(int prio, const char *msgid, const char *fields, const char *
 		syslog(prio, "%s", msg);
 		goto out;
 	}
+	/* A worker may exit right after its record: journald, which looks up
+	 * the sender's unit when the record arrives, would find no process
+	 * and file it under no unit. The long-lived master sends it instead. */
+	if (lg.target == LOG_TARGET_JOURNAL && lg.forward_fd >= 0 &&
+	    forward(prio, msg, msgid, fields) == 0)
+		goto out;
 	if (lg.target == LOG_TARGET_JOURNAL && lg.journal &&
 	    lg.journal(prio, msg, msgid, fields) == 0)
 		goto out;

@@ -24,6 +24,12 @@ typedef int (*log_journal_fn)(int prio, const char *msg, const char *msgid,
 void log_set_journal(log_journal_fn fn);
 /* Prefix stderr lines with "<N>" for systemd's SyslogLevelPrefix= parser. */
 void log_set_prefix(int on);
+/* Worker: send journal records as datagrams on fd (to the master). */
+void log_set_forward(int fd);
+/* Master: write a datagram a worker forwarded to the journal. 0 or -1. */
+int log_forwarded(const char *dgram, size_t len);
+/* True when records go to the journal natively. */
+int log_journal_target(void);
 
 /* MESSAGE_IDs of the events an administrator may query the journal for. */
 #define MSGID_STARTED "16090e61b2394d4b911549409d89e164"
@@ -40,6 +46,8 @@ int log_open(enum log_target target, const char *path);
 /* Reopen the log file after rotation (SIGUSR1); no-op for other targets. */
 int log_reopen(void);
 void log_set_level(int prio);
+/* Would a record at prio be written? Lets hot paths skip formatting. */
+int log_enabled(int prio);
 /* Messages at LOG_ERR or worse are also copied to fd (the daemon's readiness
  * pipe) until it is set back to -1; the fd stays owned by the caller. */
 void log_set_startup_fd(int fd);

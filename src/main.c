@@ -181,7 +181,14 @@ int main(int argc, char **argv)
 		return rc;
 	}
 	if (cli.inetd) {
+		/* This process ends right after its one record, and journald
+		 * would find no unit to file a native record under: use the
+		 * stderr stream, which systemd attributed when it connected. */
 		setup_logging(START_FOREGROUND, cfg);
+		if (log_journal_target()) {
+			log_open(LOG_TARGET_STDERR, NULL);
+			log_set_prefix(1);
+		}
 		return worker_inetd(cfg);
 	}
 

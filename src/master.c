@@ -63,6 +63,7 @@ static struct {
 	size_t status_cap;
 	int sigfd, ctlfd, pidfd;
 	int wake[2];               /* workers -> master: no idle worker left */
+	int fwd[2];                /* workers -> master: journal records */
 	uint64_t urgent_at_ms;     /* when to look again for an idle worker */
 	char pidfile[CONFIG_PATH_MAX];
 	char control_path[CONFIG_PATH_MAX];
@@ -139,6 +140,8 @@ static void close_master_fds(void)
 			close(M.w[i].pipe_wr);
 	close(M.sigfd);
 	close(M.wake[0]);
+	if (M.fwd[0] >= 0)
+		close(M.fwd[0]);
 	if (M.ctlfd >= 0)
 		close(M.ctlfd);
 	if (M.pidfd >= 0)
@@ -198,6 +201,8 @@ static int spawn_worker(void)
 		ctx.tls = M.tls;
 		ctx.master_fd = p[0];
 		ctx.wake_fd = M.wake[1];
+		if (M.fwd[1] >= 0)
+			log_set_forward(M.fwd[1]);
 		worker_run(&ctx);
 	}
 	close(p[0]);
@@ -611,6 +616,16 @@ static void urgent_check(void)
 		spawn_worker();
 }
 
+/* Journal records from workers, written with the master's unit. */
+static void forward_records(void)
+{
+	char buf[4096];
+	ssize_t n;
+
+	while ((n = recv(M.fwd[0], buf, sizeof(buf), 0)) > 0)
+		log_forwarded(buf, (size_t)n);
+}
+
 static void handle_signals(void)
 {
 	struct signalfd_siginfo si;
@@ -843,6 +858,11 @@ static void cleanup(void)
 	close(M.sigfd);
 	close(M.wake[0]);
 	close(M.wake[1]);
+	if (M.fwd[0] >= 0) {
+		forward_records();
+		close(M.fwd[0]);
+		close(M.fwd[1]);
+	}
 	config_free(M.cfg);
 }
 
@@ -867,6 +887,10 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 		fatal(EXIT_RUNTIME, "signals: %s", strerror(errno));
 	if (pipe2(M.wake, O_CLOEXEC | O_NONBLOCK) < 0)
 		fatal(EXIT_RUNTIME, "pipe: %s", strerror(errno));
+	M.fwd[0] = M.fwd[1] = -1;
+	if (log_journal_target() &&
+	    socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, M.fwd) < 0)
+		fatal(EXIT_RUNTIME, "socketpair: %s", strerror(errno));
 
 	snprintf(M.pidfile, sizeof(M.pidfile), "%s", M.cfg->pidfile);
 	if (!M.pidfile[0] && opts->mode == START_DAEMON)
@@ -931,16 +955,17 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 	M.next_tick_ms = now_ms() + TICK_MS;
 
 	for (;;) {
-		struct pollfd pfd[3] = {
+		struct pollfd pfd[4] = {
 			{ .fd = M.sigfd, .events = POLLIN },
 			{ .fd = M.ctlfd, .events = POLLIN },
 			{ .fd = M.wake[0], .events = POLLIN },
+			{ .fd = M.fwd[0], .events = POLLIN },
 		};
 		uint64_t now = now_ms(), t = next_timeout();
 
 		if (M.stop != RUNNING && live_workers() == 0)
 			break;
-		if (poll(pfd, 3, t > now ? (int)(t - now) : 0) < 0 && errno != EINTR)
+		if (poll(pfd, 4, t > now ? (int)(t - now) : 0) < 0 && errno != EINTR)
 			log_err("poll: %s", strerror(errno));
 		if (pfd[0].revents & POLLIN)
 			handle_signals();
@@ -948,6 +973,8 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 			serve_control();
 		if (pfd[2].revents & POLLIN)
 			urgent_wake();
+		if (pfd[3].revents & POLLIN)
+			forward_records();
 
 		now = now_ms();
 		if (M.backoff_ms && M.stop == RUNNING && now >= M.next_spawn_ms)

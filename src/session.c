@@ -245,7 +245,14 @@ static void queue_error(struct conn *c, int code, const char *msg)
 /* Send everything queued, within the idle timeout. */
 static enum end flush(struct conn *c)
 {
-	int r = conn_wait(c, 0, now_ms() + c->cfg->idle_timeout_ms);
+	uint64_t deadline = now_ms() + c->cfg->idle_timeout_ms;
+	int r;
+
+	/* conn_wait also returns 1 when it learns that the worker retires:
+	 * that is no reason to drop what is still queued. */
+	do
+		r = conn_wait(c, 0, deadline);
+	while (r == 1 && c->olen > c->ooff);
 	return r == 1 ? END_OK : r == -2 ? END_TERM : END_CLOSE;
 }
 
@@ -283,6 +290,11 @@ static void audit(const struct conn *c, char *const *argv, int argc, const char 
 	uint64_t ms = oc->started_ms ? now_ms() - oc->started_ms : 0;
 	char name[300], why[sizeof(oc->why)], ident[300];
 	int allowed = strcmp(decision, "allow") == 0, n;
+
+	/* Formatting costs more than the rest of a short request: skip it
+	 * when the record would be dropped anyway. */
+	if (!log_enabled(allowed ? LOG_INFO : LOG_NOTICE))
+		return;
 
 	/* Everything a client chose is escaped: a newline in a command name
 	 * must not start a forged record. */

@@ -8,10 +8,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -166,14 +166,77 @@ static void wake_master(const struct worker_ctx *ctx)
 		log_debug("wake: %s", strerror(errno));
 }
 
+/* Listening sockets in the worker's epoll set. EPOLLEXCLUSIVE: a new
+ * connection wakes one idle worker, not all of them (with poll() every
+ * idle worker woke for every connection and all but one found EAGAIN,
+ * which showed in the latency tail). */
+static void watch_listeners(int epfd, const struct worker_ctx *ctx, int on)
+{
+	for (int i = 0; i < ctx->nlisteners; i++) {
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 2 + i };
+		if (ctx->listeners[i].fd < 0)
+			continue;
+		if (epoll_ctl(epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, ctx->listeners[i].fd,
+			      &ev) < 0)
+			fatal(EXIT_RUNTIME, "worker: epoll_ctl: %s", strerror(errno));
+	}
+}
+
+/* Accept and serve one connection from listener li. Returns -1 if the
+ * worker must exit now, 1 to pause accepting, 0 otherwise. */
+static int serve_one(const struct worker_ctx *ctx, struct session_ctx *sctx, int li)
+{
+	const struct listener *l = &ctx->listeners[li];
+	const struct listen_opts *lo = l->opt >= 0 ? &ctx->cfg->lopts[l->opt] : NULL;
+	struct slot *slot = ctx->slot;
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	char host[sizeof(slot->host)];
+	int conn, rc;
+
+	conn = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (conn < 0) {
+		if (accept_transient(errno))
+			return 0;
+		/* EMFILE/ENFILE/ENOBUFS/ENOMEM: the connection stays queued;
+		 * waiting again at once would spin. */
+		log_warn("accept: %s; pausing accepts for %d ms", strerror(errno), ACCEPT_PAUSE_MS);
+		return 1;
+	}
+	if (peer.ss_family != AF_UNIX) {
+		/* Replies are small and come in a few writes: without NODELAY,
+		 * Nagle and the peer's delayed ACK would add tens of
+		 * milliseconds to each command. */
+		int one = 1;
+		setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	addr_host((struct sockaddr *)&peer, plen, host, sizeof(host));
+	if (admit(ctx, conn, (struct sockaddr *)&peer, lo, host) < 0)
+		return 0;
+	slot->busy_since_ms = now_ms();
+	addr_format((struct sockaddr *)&peer, plen, slot->peer, sizeof(slot->peer));
+	memcpy(slot->host, host, sizeof(slot->host));
+	slot->requests++;
+	slot->handshaking = 1;
+	slot->state = WS_BUSY;
+	wake_master(ctx);
+	rc = session_serve(sctx, conn, (struct sockaddr *)&peer, plen, lo);
+	slot->handshaking = 0;
+	slot->host[0] = '\0';
+	slot->peer[0] = '\0';
+	slot->command[0] = '\0';
+	slot->heartbeat_ms = now_ms();
+	slot->state = WS_IDLE;
+	return rc < 0 ? -1 : 0;
+}
+
 void worker_run(const struct worker_ctx *ctx)
 {
-	struct pollfd pfd[2 + LISTEN_MAX];
-	int lidx[2 + LISTEN_MAX];         /* pfd index -> listener index */
 	struct slot *slot = ctx->slot;
 	struct session_ctx sctx;
 	uint64_t pause_until = 0;
-	int sigfd;
+	struct epoll_event ev;
+	int sigfd, epfd;
 
 	test_fault();
 	sigfd = worker_signals();
@@ -181,92 +244,63 @@ void worker_run(const struct worker_ctx *ctx)
 				     .sigfd = sigfd, .master_fd = ctx->master_fd };
 	srandom((unsigned)getpid() ^ (unsigned)now_ms());
 
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+		fatal(EXIT_RUNTIME, "worker: epoll: %s", strerror(errno));
+	ev = (struct epoll_event){ .events = EPOLLIN, .data.u32 = 0 };
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, ctx->master_fd, &ev) < 0)
+		fatal(EXIT_RUNTIME, "worker: epoll_ctl: %s", strerror(errno));
+	ev.data.u32 = 1;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0)
+		fatal(EXIT_RUNTIME, "worker: epoll_ctl: %s", strerror(errno));
+	watch_listeners(epfd, ctx, 1);
+
 	slot->heartbeat_ms = now_ms();
 	slot->state = WS_IDLE;
 
 	for (;;) {
+		struct epoll_event evs[2 + LISTEN_MAX];
 		uint64_t now = now_ms();
-		int n = 0, timeout = 1000, stop = 0;
+		int n, timeout = 1000, listener = -1;
 
 		slot->heartbeat_ms = now;
 		if (ctx->cfg->max_requests && slot->requests >= (uint64_t)ctx->cfg->max_requests)
 			break;
-		pfd[n++] = (struct pollfd){ .fd = ctx->master_fd, .events = POLLIN };
-		pfd[n++] = (struct pollfd){ .fd = sigfd, .events = POLLIN };
-		if (now >= pause_until) {
-			for (int i = 0; i < ctx->nlisteners; i++)
-				if (ctx->listeners[i].fd >= 0) {
-					lidx[n] = i;
-					pfd[n++] = (struct pollfd){ .fd = ctx->listeners[i].fd,
-								    .events = POLLIN };
-				}
-		} else {
-			timeout = (int)(pause_until - now);
+		if (pause_until) {
+			if (now >= pause_until) {
+				pause_until = 0;
+				watch_listeners(epfd, ctx, 1);
+			} else {
+				timeout = (int)(pause_until - now);
+			}
 		}
-		if (poll(pfd, (nfds_t)n, timeout) < 0) {
+		n = epoll_wait(epfd, evs, (int)ARRAY_SIZE(evs), timeout);
+		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			fatal(EXIT_RUNTIME, "worker: poll: %s", strerror(errno));
+			fatal(EXIT_RUNTIME, "worker: epoll_wait: %s", strerror(errno));
 		}
-		if (pfd[1].revents && worker_read_signals(sigfd) < 0)
-			_exit(EXIT_OK);
-		if (pfd[0].revents)
-			break; /* EOF: retired, or the master is gone */
-
-		for (int i = 2; i < n && !stop; i++) {
-			const struct listener *l = &ctx->listeners[lidx[i]];
-			const struct listen_opts *lo = l->opt >= 0 ? &ctx->cfg->lopts[l->opt] : NULL;
-			struct sockaddr_storage peer;
-			socklen_t plen = sizeof(peer);
-			char host[sizeof(slot->host)];
-			int conn;
-
-			if (!(pfd[i].revents & POLLIN))
-				continue;
-			conn = accept4(pfd[i].fd, (struct sockaddr *)&peer, &plen,
-				       SOCK_CLOEXEC | SOCK_NONBLOCK);
-			if (conn < 0) {
-				if (accept_transient(errno))
-					continue;
-				/* EMFILE/ENFILE/ENOBUFS/ENOMEM: the connection stays
-				 * queued; polling again at once would spin. */
-				log_warn("accept: %s; pausing accepts for %d ms", strerror(errno),
-					 ACCEPT_PAUSE_MS);
-				pause_until = now_ms() + ACCEPT_PAUSE_MS;
-				break;
-			}
-			if (peer.ss_family != AF_UNIX) {
-				/* Replies are small and come in a few writes: without
-				 * NODELAY, Nagle and the peer's delayed ACK would add
-				 * tens of milliseconds to each command. */
-				int one = 1;
-				setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-			}
-			addr_host((struct sockaddr *)&peer, plen, host, sizeof(host));
-			if (admit(ctx, conn, (struct sockaddr *)&peer, lo, host) < 0) {
-				stop = 1;
-				continue;
-			}
-			slot->busy_since_ms = now_ms();
-			addr_format((struct sockaddr *)&peer, plen, slot->peer, sizeof(slot->peer));
-			memcpy(slot->host, host, sizeof(slot->host));
-			slot->requests++;
-			slot->handshaking = 1;
-			slot->state = WS_BUSY;
-			wake_master(ctx);
-			if (session_serve(&sctx, conn, (struct sockaddr *)&peer, plen, lo) < 0)
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.u32 == 1 && worker_read_signals(sigfd) < 0)
 				_exit(EXIT_OK);
-			slot->handshaking = 0;
-			slot->host[0] = '\0';
-			slot->peer[0] = '\0';
-			slot->command[0] = '\0';
-			slot->heartbeat_ms = now_ms();
-			slot->state = WS_IDLE;
-			/* One connection per wakeup: look at the master pipe between
-			 * connections, so a retired worker leaves promptly. */
-			stop = 1;
+			if (evs[i].data.u32 == 0)
+				goto out; /* EOF: retired, or the master is gone */
+			if (evs[i].data.u32 >= 2 && listener < 0)
+				listener = (int)evs[i].data.u32 - 2;
+		}
+		/* One connection per wakeup: the master pipe is looked at
+		 * between connections, so a retired worker leaves promptly. */
+		if (listener >= 0) {
+			int rc = serve_one(ctx, &sctx, listener);
+			if (rc < 0)
+				_exit(EXIT_OK);
+			if (rc > 0 && !pause_until) {
+				watch_listeners(epfd, ctx, 0);
+				pause_until = now_ms() + ACCEPT_PAUSE_MS;
+			}
 		}
 	}
+out:
 	slot->state = WS_EXITING;
 	_exit(EXIT_OK);
 }

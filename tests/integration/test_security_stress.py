@@ -263,8 +263,13 @@ def test_network_garbage(rig, certs):
     assert len(both) >= 2, f"too few workers survived to compare: {before} {after}"
     fds = {p: (before[p][0], after[p][0]) for p in both if before[p][0] != after[p][0]}
     assert not fds, f"seed {seed}: descriptor counts changed (before, after): {fds}"
+    # Under AddressSanitizer freed memory sits in a quarantine of up to
+    # 256 MiB, so resident memory says nothing about leaks there; the
+    # descriptor check above still holds.
+    sanitized = os.environ.get("TCPEXECD_SANITIZE", "none") not in ("none", "")
     rss = {p: (before[p][1], after[p][1]) for p in both if after[p][1] - before[p][1] >= 2048}
-    assert not rss, f"seed {seed}: VmRSS grew by 2 MiB or more (KiB before, after): {rss}"
+    assert sanitized or not rss, \
+        f"seed {seed}: VmRSS grew by 2 MiB or more (KiB before, after): {rss}"
     assert master_own_fds(d) == master_fds, \
         "the master's descriptor count changed (beyond one pipe per worker)"
     # The connections reached the daemon and were handled.
