@@ -27,6 +27,7 @@
 #include "tcpexecd.h"
 
 #define MAX_ENV (8 + 2 * CONFIG_MAX_ITEMS + 64)
+#define PIPE_BYTES (256 << 10)
 
 void runner_close_fd(int *fd)
 {
@@ -225,6 +226,11 @@ int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
 	r->in_fd = in[1];
 	r->out_fd = out[0];
 	r->err_fd = er[0];
+	/* Bigger pipes, fewer wake-ups when a command streams: 64 KiB is the
+	 * default. Best effort (pipe-max-size may be lower). */
+	fcntl(r->out_fd, F_SETPIPE_SZ, PIPE_BYTES);
+	if (r->in_fd >= 0)
+		fcntl(r->in_fd, F_SETPIPE_SZ, PIPE_BYTES);
 	if ((r->in_fd >= 0 && set_nonblock(r->in_fd) < 0) || set_nonblock(r->out_fd) < 0 ||
 	    (r->err_fd >= 0 && set_nonblock(r->err_fd) < 0))
 		goto fail_errno;

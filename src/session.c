@@ -28,11 +28,13 @@
 #include "tls.h"
 #include "tcpexecd.h"
 
-#define OBUF_CAP (256u << 10)       /* frames waiting for the client */
-#define CHUNK (64u << 10)           /* one read from a command's pipe */
+#define OBUF_CAP (1u << 20)         /* frames waiting for the client */
+#define CHUNK (256u << 10)          /* one read from a command's pipe */
 #define LINE_MAX_LEN (64u << 10)    /* line mode: longest command line */
 #define LINE_QUIET_MS 200           /* line mode: a partial line then silence */
 #define LINE_MAX_WORDS 256
+#define SEND_HOLD_MS 1              /* small output waits this long for more */
+#define SEND_NOW_BYTES (16u << 10)  /* ... unless there is this much */
 
 /* Buffers live for the worker's lifetime: no allocation per connection.
  * rbuf holds the largest frame the configuration accepts; untouched pages
@@ -482,9 +484,10 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 	const struct command *cmd = ex->cmd;
 	uint64_t term_at = timeout_ms ? r->started_ms + timeout_ms : UINT64_MAX;
 	uint64_t kill_at = UINT64_MAX, linger_at = UINT64_MAX;
+	uint64_t send_at = UINT64_MAX;
 	size_t stdin_off = 0;
 	enum end end = END_OK;
-	int stdin_full = 0;
+	int stdin_full = 0, send_now;
 
 	for (;;) {
 		uint64_t now = now_ms(), next;
@@ -517,8 +520,11 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 
 		obuf_compact(c);
 		out_room = OBUF_CAP - c->olen >= CHUNK + PROTO_HEADER_LEN;
+		send_now = c->olen > c->ooff && now >= send_at;
 		p[0] = (struct pollfd){ .fd = c->fd,
 			.events = conn_events(c, c->rlen < c->rcap && !c->eof) };
+		if (!send_now)
+			p[0].events &= (short)~POLLOUT;
 		p[1] = (struct pollfd){ .fd = c->ctx->sigfd, .events = POLLIN };
 		p[2] = (struct pollfd){ .fd = out_room ? r->out_fd : -1, .events = POLLIN };
 		p[3] = (struct pollfd){ .fd = out_room ? r->err_fd : -1, .events = POLLIN };
@@ -533,6 +539,8 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 			next = kill_at;
 		if (linger_at < next)
 			next = linger_at;
+		if (send_at < next)
+			next = send_at;
 		t = next > now && !conn_buffered(c) ? (int)(next - now) : 0;
 		if (poll(p, 7, t) < 0 && errno != EINTR)
 			break;
@@ -566,6 +574,18 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 			oc->exited = 1;
 			linger_at = now_ms() + c->cfg->linger_ms;
 		}
+		/* Output goes out at once when there is a lot of it, else within
+		 * SEND_HOLD_MS: a short command's output, its end and the final
+		 * status then leave in one write instead of three. */
+		if (c->olen == c->ooff) {
+			send_at = UINT64_MAX;
+		} else if (send_at == UINT64_MAX) {
+			send_at = now_ms() + SEND_HOLD_MS;
+		}
+		if (c->olen - c->ooff >= SEND_NOW_BYTES)
+			send_at = 0;
+		if (c->olen > c->ooff && now_ms() >= send_at && conn_write(c) < 0)
+			goto vanished;
 	}
 	goto done;
 
@@ -748,10 +768,15 @@ static enum end framed(struct conn *c, uint64_t handshake_deadline)
 	n = proto_encode_hello(obuf + c->olen, OBUF_CAP - c->olen, PROTO_HELLO_OK, &ok);
 	if (n > 0)
 		c->olen += (size_t)n;
-	/* Sent at once, without waiting: a client may pipeline HELLO and
-	 * REQUEST (one round trip serves both) or wait for HELLO_OK. */
-	if (conn_write(c) < 0)
-		return END_CLOSE;
+	/* A client may pipeline HELLO and REQUEST (one round trip serves
+	 * both), or wait for HELLO_OK. When the request is already here,
+	 * HELLO_OK leaves with the first reply; otherwise at once. */
+	{
+		struct proto_frame next;
+		if (!(proto_frame_parse(rbuf, c->rlen, c->cfg->max_frame, &next) > 0 &&
+		      next.type == PROTO_REQUEST) && conn_write(c) < 0)
+			return END_CLOSE;
+	}
 
 	for (;;) {
 		uint64_t deadline = first ? handshake_deadline : now_ms() + c->cfg->idle_timeout_ms;

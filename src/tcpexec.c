@@ -33,8 +33,9 @@
 #include "tcpexecd.h"
 
 #define EXIT_CLIENT 255          /* connection or protocol error, as ssh */
-#define IOBUF (256u << 10)
-#define CHUNK (64u << 10)
+#define IOBUF (1u << 20)
+#define CHUNK (256u << 10)
+#define ACCEPT_PAYLOAD (1u << 20)  /* announced: the largest frame we take */
 #define MAX_LINE_WORDS 256
 
 static const char *progname = "tcpexec";
@@ -615,6 +616,7 @@ static void tls_connect(void)
 static void hello(void)
 {
 	struct proto_hello h = { .version = PROTO_VERSION, .auth_method = -1,
+				 .max_payload = ACCEPT_PAYLOAD,
 				 .software = "tcpexec/" TCPEXECD_VERSION,
 				 .software_len = sizeof("tcpexec/" TCPEXECD_VERSION) - 1 };
 	uint8_t buf[256];
