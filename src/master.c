@@ -785,6 +785,22 @@ static void drop_privileges(void)
 	log_notice("running as %s (uid %u)", pw->pw_name, (unsigned)pw->pw_uid);
 }
 
+/* READY=1 (and the launcher's exit in daemon mode) promises a worker that
+ * accepts, not only a socket that queues: wait, briefly and boundedly,
+ * until one worker reports idle. A worker that cannot start is handled by
+ * the loop's backoff afterwards; readiness is not held hostage to it. */
+static void wait_first_worker(void)
+{
+	uint64_t until = now_ms() + 2000;
+
+	while (now_ms() < until) {
+		for (int i = 0; i < M.sb.nslots; i++)
+			if (M.w[i].pid && M.sb.slots[i].state == WS_IDLE)
+				return;
+		poll(NULL, 0, 1);
+	}
+}
+
 static void announce_ready(void)
 {
 	if (M.opts->mode == START_FOREGROUND) {
@@ -949,6 +965,7 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 	for (int i = 0; i < M.floor; i++)
 		if (spawn_worker() < 0)
 			break;
+	wait_first_worker();
 	M.watchdog_ms = systemd_watchdog_usec() / 2000;
 	M.next_watchdog_ms = now_ms() + M.watchdog_ms;
 	announce_ready();
