@@ -171,8 +171,7 @@ int log_fd(void)
 int log_level_parse(const char *name)
 {
 	static const struct { const char *name; int prio; } levels[] = {
-		{ "err", LOG_ERR }, { "error", LOG_ERR },
-		{ "warning", LOG_WARNING }, { "warn", LOG_WARNING },
+		{ "err", LOG_ERR }, { "warning", LOG_WARNING },
 		{ "notice", LOG_NOTICE }, { "info", LOG_INFO },
 		{ "debug", LOG_DEBUG },
 	};

@@ -31,7 +31,10 @@ void scoreboard_free(struct scoreboard *sb)
 
 const char *scoreboard_state_name(int state)
 {
-	static const char *names[] = { "free", "starting", "idle", "busy", "exiting" };
+	static const char *const names[] = {
+		[WS_FREE] = "free", [WS_STARTING] = "starting", [WS_IDLE] = "idle",
+		[WS_BUSY] = "busy", [WS_EXITING] = "exiting",
+	};
 	if (state < 0 || state >= (int)(sizeof(names) / sizeof(names[0])))
 		return "?";
 	return names[state];
