@@ -121,14 +121,6 @@ void daemonize_ready(int fd)
 	close(fd);
 }
 
-void daemonize_fail(int fd, int code)
-{
-	char msg[16];
-
-	snprintf(msg, sizeof(msg), "X%d\n", code);
-	pipe_say(fd, msg);
-	close(fd);
-}
 
 /* An existing pidfile whose lock nobody holds is stale (its daemon died)
  * and is replaced. The new one is written to a temporary file, locked, and

@@ -14,9 +14,8 @@
 int daemonize(void);
 /* Tell the launcher we are serving (closes fd). */
 void daemonize_ready(int fd);
-/* Tell the launcher we fail with code (closes fd). Messages logged at
- * LOG_ERR before this were already copied to the pipe by log.c. */
-void daemonize_fail(int fd, int code);
+/* A failure before that is told by fatal(): log.c copies the error
+ * messages and the exit code to the pipe. */
 
 /* Create and lock the pidfile. Returns the locked fd, or -1 with a reason. */
 int pidfile_acquire(const char *path, char *err, size_t errlen);

@@ -163,11 +163,6 @@ void log_set_startup_fd(int fd)
 	lg.startup_fd = fd;
 }
 
-int log_fd(void)
-{
-	return lg.fd;
-}
-
 int log_level_parse(const char *name)
 {
 	static const struct { const char *name; int prio; } levels[] = {

@@ -51,8 +51,6 @@ int log_enabled(int prio);
 /* Messages at LOG_ERR or worse are also copied to fd (the daemon's readiness
  * pipe) until it is set back to -1; the fd stays owned by the caller. */
 void log_set_startup_fd(int fd);
-/* The fd that log records currently go to, or -1 (syslog). */
-int log_fd(void);
 
 void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(int prio, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));

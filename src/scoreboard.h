@@ -24,7 +24,6 @@ struct slot {
 	volatile int state;           /* enum worker_state */
 	uint64_t started_ms;          /* CLOCK_MONOTONIC */
 	volatile uint64_t heartbeat_ms;
-	volatile uint64_t busy_since_ms;
 	volatile uint64_t requests;
 	volatile pid_t cmd_pgid;      /* process group of the running command, 0 if none */
 	volatile int handshaking;     /* accepted, not yet past TLS / first byte */

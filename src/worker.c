@@ -213,7 +213,6 @@ static int serve_one(const struct worker_ctx *ctx, struct session_ctx *sctx, int
 	addr_host((struct sockaddr *)&peer, plen, host, sizeof(host));
 	if (admit(ctx, conn, (struct sockaddr *)&peer, lo, host) < 0)
 		return 0;
-	slot->busy_since_ms = now_ms();
 	addr_format((struct sockaddr *)&peer, plen, slot->peer, sizeof(slot->peer));
 	memcpy(slot->host, host, sizeof(slot->host));
 	slot->requests++;
