@@ -336,13 +336,14 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 		if (parse_int(value, ints[i].lo, ints[i].hi, &n) < 0)
 			return fail(ps, key, "\"%s\" is not a whole number from %ld to %ld",
 				    value, ints[i].lo, ints[i].hi);
-		*(int *)((char *)c + ints[i].off) = (int)n;
+		/* The offset is of an int member: the alignment is right. */
+		*(int *)(void *)((char *)c + ints[i].off) = (int)n;
 		return 1;
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(durations); i++)
 		if (strcmp(key, durations[i].name) == 0)
 			return set_duration(ps, key, value, durations[i].min_ms,
-					    (uint64_t *)((char *)c + durations[i].off));
+					    (uint64_t *)(void *)((char *)c + durations[i].off));
 
 	if (strcmp(key, "listen") == 0) {
 		if (!ps->saw_listen) {
