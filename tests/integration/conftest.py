@@ -6,7 +6,9 @@ its processes from /proc, captures its logs, talks to its workers and always
 tears the whole process tree down again, checking that nothing is left.
 
 Every wait here is bounded both in time and in iterations; the only timing
-assertions are generous liveness bounds.
+assertions are generous liveness bounds. The pieces every helper layer
+shares (waits, /proc identity and teardown, log readers, sockets, frame
+encoding) live in harness.py.
 
 Each client session runs the `worker` command that every test config
 carries (COMMAND_SECTION): it prints `tcpexecd worker PID` (the pid of the
@@ -18,55 +20,34 @@ Run: meson test -C BUILD --suite integration, or directly
 (TCPEXECD defaults to ../../build/tcpexecd relative to this directory).
 """
 
-import ctypes
+
 import os
 import re
 import select
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+# The shared pieces live in harness.py; they are imported here by name
+# because the test files import them from conftest.
+from harness import (CLK_TCK, POLL, alive, children, frame, ipv6_loopback,  # noqa: F401
+                     kill_tree, open_socket, parse_addr, proc_age, proc_stat,
+                     procs_with_arg, reap, reap_adopted, same_proc, set_subreaper,
+                     socket_inodes, take_frame, wait_all_gone, wait_for)
+import harness
+
 TESTS_DIR = Path(__file__).resolve().parent
 BINARY = os.environ.get("TCPEXECD") or str(
     (TESTS_DIR / ".." / ".." / "build" / "tcpexecd").resolve())
 VERSION = "0.1.0"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-POLL = 0.05
-
-# Environment variables that would make the daemon believe it runs under
-# systemd (socket activation, sd_notify, watchdog, journal) or inject faults.
-SCRUBBED_ENV = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
-                "WATCHDOG_PID", "WATCHDOG_USEC", "JOURNAL_STREAM",
-                "INVOCATION_ID", "TCPEXECD_TEST_FAULT")
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def set_subreaper(on):
-    """PR_SET_CHILD_SUBREAPER on this (pytest's) process; True if it took.
-
-    PID 1 of a container often does not reap orphans, and a daemon-mode
-    tcpexecd (double fork) or the workers of a killed master would otherwise
-    be re-parented there and linger as zombies forever. As a subreaper this
-    process adopts them instead, can reap them by PID and can tell precisely
-    whether anything was left behind. Only switched on for the duration of
-    a test that uses the `subreaper` fixture, so that other tests in this
-    directory are not affected.
-    """
-    try:
-        return _libc.prctl(36, 1 if on else 0, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+SCRUBBED_ENV = harness.SUPERVISOR_ENV
 
 
 def require_binary():
@@ -75,191 +56,10 @@ def require_binary():
 
 
 def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-    if extra:
-        env.update(extra)
-    return env
-
-
-def wait_for(pred, timeout, what, interval=POLL):
-    """Poll pred() until it returns a true value; bounded in time and count."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return harness.clean_env(extra)
 
 
 # ---------------------------------------------------------------- /proc
-
-@dataclass(frozen=True)
-class ProcStat:
-    pid: int
-    comm: str
-    state: str
-    ppid: int
-    utime: int
-    stime: int
-    starttime: int
-
-    @property
-    def ident(self):
-        """(pid, starttime): a process identity that survives PID reuse."""
-        return (self.pid, self.starttime)
-
-
-def proc_stat(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm may contain spaces and parentheses: split at the last ')'.
-    close = data.rindex(")")
-    comm = data[data.index("(") + 1:close]
-    f = data[close + 2:].split()
-    return ProcStat(pid=int(pid), comm=comm, state=f[0], ppid=int(f[1]),
-                    utime=int(f[11]), stime=int(f[12]), starttime=int(f[19]))
-
-
-def all_procs():
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = proc_stat(name)
-            if st is not None:
-                out.append(st)
-    return out
-
-
-def proc_age(st):
-    with open("/proc/uptime") as f:
-        uptime = float(f.read().split()[0])
-    return uptime - st.starttime / CLK_TCK
-
-
-def children(pid, zombies=False):
-    return [st for st in all_procs()
-            if st.ppid == pid and (zombies or st.state != "Z")]
-
-
-def descendants(pids):
-    by_parent = {}
-    for st in all_procs():
-        by_parent.setdefault(st.ppid, []).append(st)
-    out, todo = [], list(pids)
-    for _ in range(100000):
-        if not todo:
-            break
-        for st in by_parent.get(todo.pop(), []):
-            out.append(st)
-            todo.append(st.pid)
-    return out
-
-
-def same_proc(ident):
-    """The ProcStat of ident if that very process still exists, else None."""
-    st = proc_stat(ident[0])
-    if st is None or st.starttime != ident[1]:
-        return None
-    return st
-
-
-def alive(ident):
-    st = same_proc(ident)
-    return st is not None and st.state != "Z"
-
-
-def reap(ident):
-    """Reap ident if it is an adopted zombie child of ours; its wait status
-    or None."""
-    st = same_proc(ident)
-    if st is None or st.ppid != os.getpid() or st.state != "Z":
-        return None
-    try:
-        pid, status = os.waitpid(ident[0], os.WNOHANG)
-    except ChildProcessError:
-        return None
-    return status if pid else None
-
-
-def lingering(ident):
-    """True while ident exists as something we are responsible for: a live
-    process, or a zombie that is ours to reap (without the subreaper, the
-    zombies of PID 1 are outside our reach and not counted)."""
-    reap(ident)
-    st = same_proc(ident)
-    if st is None:
-        return False
-    return st.state != "Z" or st.ppid == os.getpid()
-
-
-def procs_with_arg(arg):
-    """Processes whose command line contains arg (our unique tmp config path)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if arg.encode() in argv:
-            st = proc_stat(name)
-            if st is not None:
-                out.append(st)
-    return out
-
-
-def kill_tree(roots, extra=()):
-    """SIGKILL the processes roots (idents), their descendants and extra.
-
-    The roots are stopped first so that a master cannot fork a replacement
-    between our snapshot of its children and the kill. Returns the idents
-    that were signalled.
-    """
-    targets = {}
-    for ident in list(roots) + list(extra):
-        if alive(ident):
-            targets[ident[0]] = ident
-    for ident in targets.values():
-        try:
-            os.kill(ident[0], signal.SIGSTOP)
-        except ProcessLookupError:
-            pass
-    for _ in range(3):
-        for st in descendants([i[0] for i in targets.values()]):
-            if st.pid not in targets and st.state != "Z":
-                targets[st.pid] = st.ident
-                try:
-                    os.kill(st.pid, signal.SIGSTOP)
-                except ProcessLookupError:
-                    pass
-    for ident in targets.values():
-        if same_proc(ident) is not None:
-            try:
-                os.kill(ident[0], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    return list(targets.values())
-
-
-def wait_all_gone(idents, timeout=5.0):
-    """Wait until none of idents lingers; returns the ones that still do."""
-    idents = list(idents)
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / POLL) + 2):
-        left = [i for i in idents if lingering(i)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(POLL)
-    return [i for i in idents if lingering(i)]
-
 
 def wait_exit(ident, timeout):
     """Wait for a process that is not a Popen child (daemon mode) to end.
@@ -282,17 +82,8 @@ def wait_exit(ident, timeout):
 
 def tcp_listen_ports(pid):
     """Loopback TCP ports on which process pid holds a listening socket."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            m = re.fullmatch(r"socket:\[(\d+)\]", target)
-            if m:
-                inodes.add(m.group(1))
-    except FileNotFoundError:
+    inodes = socket_inodes(pid)
+    if not inodes:
         return []
     ports = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -308,42 +99,7 @@ def tcp_listen_ports(pid):
     return sorted(set(ports))
 
 
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 # ---------------------------------------------------------------- sockets
-
-def parse_addr(text):
-    """`listening on` address -> (family, sockaddr)."""
-    if text.startswith("/"):
-        return socket.AF_UNIX, text
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)", text)
-    if m:
-        return socket.AF_INET6, (m.group(1), int(m.group(2)))
-    m = re.fullmatch(r"(\d+\.\d+\.\d+\.\d+):(\d+)", text)
-    if m:
-        return socket.AF_INET, (m.group(1), int(m.group(2)))
-    raise AssertionError(f"unparsable listening address {text!r}")
-
-
-def open_socket(addr, timeout=5.0):
-    """Connected socket to addr ((family, sockaddr)); nothing sent."""
-    family, sockaddr = addr
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(sockaddr)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
 
 # The session used by every test: a framed client (docs/protocol.md) runs
 # the `worker` command of COMMAND_SECTION, which prints the pid of the worker
@@ -356,20 +112,16 @@ COMMAND_SECTION = {
     "script": 'echo "tcpexecd worker $PPID" && exec cat',
     "timeout": "10m",
 }
-F_HELLO, F_REQUEST, F_STDIN, F_STDIN_EOF = 0x01, 0x02, 0x03, 0x04
-F_HELLO_OK, F_STDOUT, F_STDERR, F_EXIT, F_ERROR = 0x81, 0x82, 0x83, 0x84, 0x85
+F_HELLO, F_REQUEST, F_STDIN, F_STDIN_EOF = \
+    harness.HELLO, harness.REQUEST, harness.STDIN, harness.STDIN_EOF
+F_HELLO_OK, F_STDOUT, F_STDERR, F_EXIT, F_ERROR = \
+    harness.HELLO_OK, harness.STDOUT, harness.STDERR, harness.EXIT, harness.ERROR
 MAX_FRAME = 1 << 20
-
-
-def frame(ftype, payload=b""):
-    return struct.pack(">BI", ftype, len(payload)) + payload
 
 
 def session_start(command=COMMAND):
     """HELLO (version 1, no fields) with the REQUEST pipelined behind it."""
-    arg = command.encode()
-    return (frame(F_HELLO, b"TCPX\x01")
-            + frame(F_REQUEST, struct.pack(">BI", 0x81, len(arg)) + arg))
+    return harness.hello_frame() + harness.request_frame([command], no_stdin=False)
 
 
 def open_session(addr, timeout=5.0):
@@ -415,12 +167,9 @@ class Conn:
         """The next server frame as (type, payload); bounded in time."""
         deadline = time.monotonic() + timeout
         for _ in range(100000):
-            if len(self.buf) >= 5:
-                ftype, n = struct.unpack(">BI", self.buf[:5])
-                assert n <= MAX_FRAME, f"frame of {n} bytes"
-                if len(self.buf) >= 5 + n:
-                    payload, self.buf = self.buf[5:5 + n], self.buf[5 + n:]
-                    return ftype, payload
+            f, self.buf = take_frame(self.buf, MAX_FRAME)
+            if f is not None:
+                return f
             chunk = self._recv(deadline)
             assert chunk, f"connection closed mid-session (pending {self.buf!r})"
             self.buf += chunk
@@ -603,30 +352,10 @@ def config_text(keys, command=True):
 
 # ---------------------------------------------------------------- processes
 
-class Reader(threading.Thread):
-    """Drains one pipe of the daemon into a list of (monotonic time, line)."""
-
-    def __init__(self, pipe, name):
-        super().__init__(name=name, daemon=True)
-        self.pipe = pipe
-        self.lines = []
-        self.lock = threading.Lock()
-
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self.lock:
-                self.lines.append((time.monotonic(), line))
-
-    def snapshot(self):
-        with self.lock:
-            return [line for _, line in self.lines]
-
-
 LOG_PREFIX = re.compile(r"tcpexecd\[(\d+)\]: ")
 
 
-class Daemon:
+class Daemon(harness.Piped):
     """One `tcpexecd -f -c CONF` under test."""
 
     def __init__(self, conf, keys, args=(), env=None):
@@ -648,38 +377,17 @@ class Daemon:
 
     def start(self, wait_ready=True, timeout=10.0):
         require_binary()
-        self.proc = subprocess.Popen(
-            [BINARY, "-f", "-c", str(self.conf), *self.args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=self.env, start_new_session=True)
-        st = proc_stat(self.proc.pid)
-        self.ident = st.ident if st else (self.proc.pid, -1)
-        self.out = Reader(self.proc.stdout, "stdout")
-        self.err = Reader(self.proc.stderr, "stderr")
-        self.out.start()
-        self.err.start()
+        self.spawn([BINARY, "-f", "-c", str(self.conf), *self.args], self.env)
         if wait_ready:
             n = self.expected_listeners()
-            wait_for(lambda: len(self.listening()) >= n or self.proc.poll() is not None,
-                     timeout, f"{n} 'listening on' lines")
-            assert self.proc.poll() is None, \
-                f"daemon exited {self.proc.returncode} before ready:\n{self.stderr_text()}"
-            self.addresses = [(t, parse_addr(t)) for t in self.listening()[:n]]
+            self.addresses = [(t, parse_addr(t)) for t in self.wait_listening(n, timeout)]
         return self
 
     def expected_listeners(self):
         n = sum(1 for a in self.args if a in ("-l", "--listen"))
         if n:
             return n
-        listen = self.keys.get("listen", [])
-        return len(listen) if isinstance(listen, (list, tuple)) else 1
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def running(self):
-        return self.proc.poll() is None
+        return harness.expected_listeners(self.keys.get("listen", []))
 
     def kill(self, sig):
         assert self.running(), "master is not running"
@@ -693,15 +401,8 @@ class Daemon:
 
     # -- output
 
-    def listening(self):
-        return [m.group(1) for line in self.out.snapshot()
-                if (m := re.fullmatch(r"listening on (\S+)", line))]
-
     def stdout_lines(self):
         return self.out.snapshot()
-
-    def log(self):
-        return self.err.snapshot()
 
     def stderr_text(self, tail=40):
         """The last lines of the log, for failure messages."""
@@ -709,22 +410,13 @@ class Daemon:
         cut = [f"... ({len(lines) - tail} earlier lines)"] if len(lines) > tail else []
         return "\n".join(cut + lines[-tail:])
 
-    def log_mark(self):
-        return len(self.log())
+    log_text = stderr_text
 
-    def find_log(self, pattern, since=0):
-        rx = re.compile(pattern)
-        return [m for line in self.log()[since:] if (m := rx.search(line))]
+    def log_mark(self):
+        return self.mark()
 
     def wait_log(self, pattern, since=0, count=1, timeout=5.0):
-        try:
-            return wait_for(lambda: (lambda ms: ms if len(ms) >= count else None)(
-                self.find_log(pattern, since)), timeout, f"log /{pattern}/")
-        except AssertionError:
-            lines = self.log()[since:]
-            raise AssertionError(
-                f"no {count} log line(s) /{pattern}/ within {timeout} s; log since mark"
-                f" ({len(lines)} lines, last 40):\n" + "\n".join(lines[-40:])) from None
+        return self.wait_log_matches(pattern, since, count, timeout, tail=40)
 
     # -- processes
 
@@ -817,10 +509,7 @@ class Daemon:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 problems.append("master did not die on SIGKILL")
-            self.out.join(5)
-            self.err.join(5)
-            self.proc.stdout.close()
-            self.proc.stderr.close()
+            self.close_pipes()
             left = wait_all_gone(set(killed) | set(self.seen.values()))
             if left:
                 problems.append(f"processes left after teardown: {[i[0] for i in left]}")
@@ -835,12 +524,7 @@ def subreaper():
     has been waited for, so none of them is a child that subprocess owns."""
     on = set_subreaper(True)
     yield on
-    for st in children(os.getpid(), zombies=True):
-        if st.state == "Z":
-            try:
-                os.waitpid(st.pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+    reap_adopted()
     set_subreaper(False)
 
 

@@ -13,39 +13,33 @@ markers. Every wait is bounded in time and in iterations; the only timing
 assertions are generous liveness bounds.
 
 Deliberately independent of conftest.py (which belongs to the process-model
-tests and changes with them); its autouse fixtures still apply here.
+tests and changes with them); its autouse fixtures still apply here. What
+all the helper layers share comes from harness.py.
 """
 
 import os
 import re
 import select
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_BUILD = HERE.parent.parent / "build-exec"
-TCPEXECD = os.environ.get("TCPEXECD") or str(DEFAULT_BUILD / "tcpexecd")
-TCPEXEC = os.environ.get("TCPEXEC") or str(DEFAULT_BUILD / "tcpexec")
+import harness
+# Imported by name for the test files, which take them from here.
+from harness import (ERROR, EXIT, HELLO_OK, STDIN, STDOUT, frame,  # noqa: F401
+                     hello_frame, ipv6_loopback, kill_idents, request_frame, take_frame,
+                     wait_for)
 
-POLL = 0.05
-# Liveness bound for "this should be over by now": generous, never a
-# measurement of speed.
-LIVE = 10.0
+TCPEXECD, TCPEXEC = harness.binaries("build-exec")
 
-# Variables that would tell the daemon it runs under systemd; the tests add
-# them back on purpose where that is the point.
-SUPERVISOR_ENV = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
-                  "WATCHDOG_PID", "WATCHDOG_USEC", "JOURNAL_STREAM", "INVOCATION_ID",
-                  "TCPEXECD_TEST_FAULT")
+POLL = harness.POLL
+LIVE = harness.LIVE
 
 # Error names as the client prints them (src/protocol.c proto_error_name).
 ERR_NAMES = {1: "bad request", 2: "unknown command", 3: "not allowed", 4: "too large",
@@ -54,23 +48,6 @@ ERR_NAMES = {1: "bad request", 2: "unknown command", 3: "not allowed", 4: "too l
              12: "handshake timeout", 13: "spawn failed"}
 BAD_REQUEST, UNKNOWN_COMMAND, NOT_ALLOWED, TOO_LARGE = 1, 2, 3, 4
 IDLE_TIMEOUT, HANDSHAKE_TIMEOUT = 11, 12
-
-# Frame types (docs/protocol.md section 4).
-HELLO, REQUEST, STDIN, STDIN_EOF, SIGNAL = 0x01, 0x02, 0x03, 0x04, 0x05
-HELLO_OK, STDOUT, STDERR, EXIT, ERROR = 0x81, 0x82, 0x83, 0x84, 0x85
-
-
-def wait_for(pred, timeout, what, interval=POLL):
-    """Poll pred() until it returns a true value; bounded in time and count."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def unique(prefix="300"):
@@ -82,63 +59,15 @@ def unique(prefix="300"):
 
 # ---------------------------------------------------------------- /proc
 
-def _starttime(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[19])   # state, ppid, starttime
-
-
 def procs_with_arg(arg):
     """Live processes whose argv contains arg as a whole word, as
     (pid, starttime). Zombies have an empty cmdline and are not counted."""
-    out = []
-    want = arg.encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if want in argv:
-            st = _starttime(name)
-            if st is not None and st[0] != "Z":
-                out.append((int(name), st[2]))
-    return out
+    return [st.ident for st in harness.procs_with_arg(arg, zombies=False)]
 
 
 def descendants(pid):
     """(pid, starttime) of every live process below pid."""
-    by_parent = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _starttime(name)
-            if st is not None and st[0] != "Z":
-                by_parent.setdefault(st[1], []).append((int(name), st[2]))
-    out, todo = [], [pid]
-    for _ in range(100000):
-        if not todo:
-            break
-        for ident in by_parent.get(todo.pop(), []):
-            out.append(ident)
-            todo.append(ident[0])
-    return out
-
-
-def kill_idents(idents, sig=signal.SIGKILL):
-    """Signal each (pid, starttime) that is still that very process."""
-    for pid, start in idents:
-        st = _starttime(pid)
-        if st is not None and st[2] == start:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+    return [st.ident for st in harness.descendants([pid], zombies=False)]
 
 
 def wait_no_proc_with(arg, timeout=LIVE):
@@ -150,15 +79,6 @@ def wait_no_proc_with(arg, timeout=LIVE):
             return left
         time.sleep(POLL)
     return procs_with_arg(arg)
-
-
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- config
@@ -175,11 +95,7 @@ def _check_value(key, value):
 
 
 def section(header, keys):
-    out = [f"[{header}]"]
-    for k, v in keys.items():
-        for item in (v if isinstance(v, (list, tuple)) else [v]):
-            out.append(f"{k} = {_check_value(k, item)}")
-    return out
+    return harness.ini_section(header, keys, _check_value)
 
 
 def config_text(server, commands):
@@ -190,25 +106,6 @@ def config_text(server, commands):
 
 
 # ---------------------------------------------------------------- daemon
-
-class _Reader(threading.Thread):
-    """Drains one pipe of the daemon into a list of lines."""
-
-    def __init__(self, pipe, name):
-        super().__init__(name=name, daemon=True)
-        self.pipe = pipe
-        self.lines = []
-        self.lock = threading.Lock()
-
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            with self.lock:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.lines)
-
 
 # One audit record (identity= appears when the client authenticated). The
 # command name may be printed bare or quoted and
@@ -232,7 +129,7 @@ def audit_record(m):
     return rec
 
 
-class Daemon:
+class Daemon(harness.Piped):
     """One `tcpexecd -f -c CONF` started by a test."""
 
     def __init__(self, conf, server, commands, env):
@@ -240,85 +137,33 @@ class Daemon:
         self.server = server
         self.commands = commands
         self.env = env
-        self.proc = None
-        self.start_time = None
         self.known = set()        # (pid, starttime) of everything seen below it
         self.addresses = []
 
     def start(self, timeout=LIVE):
         self.conf.write_text(config_text(self.server, self.commands))
         listen = self.server.get("listen")
-        want = len(listen) if isinstance(listen, (list, tuple)) else 1
-        self.proc = subprocess.Popen([TCPEXECD, "-f", "-c", str(self.conf)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=self.env,
-                                     start_new_session=True)
-        st = _starttime(self.proc.pid)
-        self.start_time = st[2] if st else None
-        self.out = _Reader(self.proc.stdout, "tcpexecd-stdout")
-        self.err = _Reader(self.proc.stderr, "tcpexecd-stderr")
-        self.out.start()
-        self.err.start()
-        wait_for(lambda: len(self.listening()) >= want or self.proc.poll() is not None,
-                 timeout, f"{want} 'listening on' line(s)")
-        assert self.proc.poll() is None, \
-            f"tcpexecd exited {self.proc.returncode} at start:\n{self.log_text()}"
-        self.addresses = self.listening()[:want]
+        self.spawn([TCPEXECD, "-f", "-c", str(self.conf)], self.env)
+        self.addresses = self.wait_listening(harness.expected_listeners(listen), timeout)
         return self
-
-    def listening(self):
-        return [m.group(1) for line in self.out.snapshot()
-                if (m := re.fullmatch(r"listening on (\S+)", line))]
-
-    @property
-    def pid(self):
-        return self.proc.pid
 
     # -- addresses
 
     def target(self, i=0):
         """(host, port or None) as the client takes them."""
-        text = self.addresses[i]
-        if text.startswith("/"):
-            return text, None
-        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)", text) or \
-            re.fullmatch(r"(\d+\.\d+\.\d+\.\d+):(\d+)", text)
-        assert m, f"unparsable listening address {text!r}"
-        return m.group(1), int(m.group(2))
+        _, sockaddr = self.sockaddr(i)
+        return (sockaddr, None) if isinstance(sockaddr, str) else sockaddr
 
     def port(self, i=0):
         return self.target(i)[1]
 
     def sockaddr(self, i=0):
-        host, port = self.target(i)
-        if port is None:
-            return socket.AF_UNIX, host
-        return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
+        return harness.parse_addr(self.addresses[i])
 
     def connect(self, i=0, timeout=LIVE):
-        family, addr = self.sockaddr(i)
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect(addr)
-        except BaseException:
-            s.close()
-            raise
-        return s
+        return harness.open_socket(self.sockaddr(i), timeout)
 
-    # -- log
-
-    def log(self):
-        return self.err.snapshot()
-
-    def log_text(self, tail=40):
-        return "\n".join(self.log()[-tail:])
-
-    def mark(self):
-        """The number of log lines read so far. A thread reads the log, so
-        a record written just before may still be on its way: wait for the
-        records a mark must follow (wait_audit) before taking it."""
-        return len(self.log())
+    # -- log (a mark must follow the records it waits for: see wait_audit)
 
     def audits(self, since=0, command=None, decision=None):
         out = []
@@ -354,15 +199,7 @@ class Daemon:
         if self.proc.poll() is not None:
             return True
         self.track()
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+        return self.terminate(timeout)
 
     def cleanup(self):
         """Whatever happened: the master and everything ever seen below it
@@ -374,13 +211,10 @@ class Daemon:
         finally:
             if self.proc.poll() is None:
                 self.track()
-                kill_idents([(self.pid, self.start_time)])
+                kill_idents([self.ident])
                 self.proc.wait(LIVE)
             kill_idents(self.known)
-            self.out.join(5)
-            self.err.join(5)
-            self.proc.stdout.close()
-            self.proc.stderr.close()
+            self.close_pipes()
 
 
 # ---------------------------------------------------------------- client
@@ -397,9 +231,7 @@ def client_argv(daemon, args, opts=(), i=0, host=None):
 
 
 def client_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in SUPERVISOR_ENV}
-    env.update(extra or {})
-    return env
+    return harness.clean_env(extra)
 
 
 class Rig:
@@ -526,27 +358,6 @@ def rig(tmp_path):
 
 # ---------------------------------------------------------------- raw protocol
 
-def frame(ftype, payload=b""):
-    return struct.pack(">BI", ftype, len(payload)) + payload
-
-
-def hello_frame(version=1):
-    return frame(HELLO, b"TCPX" + bytes([version]))
-
-
-def request_frame(args, env=(), no_stdin=True):
-    payload = b""
-    for a in args:
-        a = a.encode() if isinstance(a, str) else a
-        payload += struct.pack(">BI", 0x81, len(a)) + a
-    for e in env:
-        e = e.encode()
-        payload += struct.pack(">BI", 0x82, len(e)) + e
-    if no_stdin:
-        payload += struct.pack(">BII", 0x84, 4, 1)
-    return frame(REQUEST, payload)
-
-
 class Frames:
     """Reads server frames from a socket, bounded in time."""
 
@@ -572,12 +383,9 @@ class Frames:
         """(type, payload), or None at a clean EOF between frames."""
         deadline = time.monotonic() + timeout
         for _ in range(100000):
-            if len(self.buf) >= 5:
-                t, n = struct.unpack(">BI", self.buf[:5])
-                assert n <= 16 << 20, f"server frame announces {n} bytes"
-                if len(self.buf) >= 5 + n:
-                    payload, self.buf = self.buf[5:5 + n], self.buf[5 + n:]
-                    return t, payload
+            f, self.buf = take_frame(self.buf, 16 << 20)
+            if f is not None:
+                return f
             chunk = self._fill(deadline)
             if not chunk:
                 assert not self.buf, f"EOF inside a frame: {self.buf[:64]!r}"

@@ -13,7 +13,8 @@ generous liveness bounds. Cleanup is by PID only: the master, the processes
 below it (collected from /proc) and the clients a test started.
 
 Independent of conftest.py (which belongs to the process-model tests);
-fixture names here do not collide with its fixtures.
+fixture names here do not collide with its fixtures. What all the helper
+layers share comes from harness.py.
 """
 
 import os
@@ -26,65 +27,41 @@ import ssl
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_BUILD = HERE.parent.parent / "build-sec"
-TCPEXECD = os.environ.get("TCPEXECD") or str(DEFAULT_BUILD / "tcpexecd")
-TCPEXEC = os.environ.get("TCPEXEC") or str(DEFAULT_BUILD / "tcpexec")
+import harness
+# Imported by name for the test files, which take them from here.
+from harness import (ERROR, EXIT, HELLO_OK, STDERR, STDOUT, alive,  # noqa: F401
+                     hello_frame, ipv6_loopback, kill_idents, parse_addr, take_frame,
+                     wait_for)
 
-POLL = 0.05
-LIVE = 10.0          # "this should be over by now": a liveness bound, not a speed test
+TCPEXECD, TCPEXEC = harness.binaries("build-sec")
+
+POLL = harness.POLL
+LIVE = harness.LIVE
 EXIT_CONFIG = 3
 EXIT_CLIENT = 255
 
-SCRUBBED_ENV = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
-                "WATCHDOG_PID", "WATCHDOG_USEC", "JOURNAL_STREAM", "INVOCATION_ID",
-                "TCPEXECD_TEST_FAULT", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# The supervisor's variables, and those that would point OpenSSL at another
+# trust store than the one a test names.
+SCRUBBED_ENV = harness.SUPERVISOR_ENV + ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
-# Frame types and error codes (docs/protocol.md sections 4 and 8).
-HELLO, REQUEST, STDIN, STDIN_EOF = 0x01, 0x02, 0x03, 0x04
-HELLO_OK, STDOUT, STDERR, EXIT, ERROR = 0x81, 0x82, 0x83, 0x84, 0x85
+# Error codes (docs/protocol.md section 8).
 BAD_REQUEST, UNKNOWN_COMMAND, NOT_ALLOWED, BUSY = 1, 2, 3, 6
 AUTH_FAILED, IDLE_TIMEOUT, HANDSHAKE_TIMEOUT = 10, 11, 12
 
 
-def wait_for(pred, timeout, what, interval=POLL):
-    """Poll pred() until it returns a true value; bounded in time and count."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-    env.update(extra or {})
-    return env
+    return harness.clean_env(extra, SCRUBBED_ENV)
 
 
 def require_binaries():
     for b in (TCPEXECD, TCPEXEC):
         assert os.access(b, os.X_OK), f"{b} not found: build it (ninja -C build-sec) " \
                                       "or set TCPEXECD / TCPEXEC"
-
-
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def second_source():
@@ -286,41 +263,9 @@ def certs(tmp_path_factory):
 
 # ---------------------------------------------------------------- /proc
 
-def _stat(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    f = data[data.rindex(")") + 2:].split()
-    return {"state": f[0], "ppid": int(f[1]), "start": int(f[19])}
-
-
-def children(pid):
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(name)
-            if st and st["ppid"] == pid and st["state"] != "Z":
-                out.append(int(name))
-    return sorted(out)
-
-
 def descendants(pid):
-    by_parent = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(name)
-            if st:
-                by_parent.setdefault(st["ppid"], []).append((int(name), st["start"]))
-    out, todo = [], [pid]
-    for _ in range(100000):
-        if not todo:
-            break
-        for child in by_parent.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child[0])
-    return out
+    """(pid, starttime) of every process below pid, zombies too."""
+    return [st.ident for st in harness.descendants([pid])]
 
 
 def fd_count(pid):
@@ -340,75 +285,27 @@ def vm_rss_kib(pid):
 def config_text(server, commands):
     out = []
     for name, keys in commands.items():
-        out.append(f"[command {name}]")
-        for k, v in keys.items():
-            for item in (v if isinstance(v, (list, tuple)) else [v]):
-                out.append(f"{k} = {item}")
-        out.append("")
-    out.append("[server]")
-    for k, v in server.items():
-        for item in (v if isinstance(v, (list, tuple)) else [v]):
-            out.append(f"{k} = {item}")
+        out += harness.ini_section(f"command {name}", keys) + [""]
+    out += harness.ini_section("server", server)
     return "\n".join(out) + "\n"
 
 
-def parse_addr(text):
-    if text.startswith("/"):
-        return socket.AF_UNIX, text
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)", text)
-    if m:
-        return socket.AF_INET6, (m.group(1), int(m.group(2)))
-    m = re.fullmatch(r"(\d+\.\d+\.\d+\.\d+):(\d+)", text)
-    assert m, f"unparsable listening address {text!r}"
-    return socket.AF_INET, (m.group(1), int(m.group(2)))
-
-
-class _Reader(threading.Thread):
-    def __init__(self, pipe):
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.lines = []
-        self.lock = threading.Lock()
-
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            with self.lock:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.lines)
-
-
-class Daemon:
+class Daemon(harness.Piped):
     """`tcpexecd -f -c CONF`; stopped (by PID) at teardown."""
 
     def __init__(self, conf, server, commands):
         self.conf = Path(conf)
         self.server = server
         self.commands = commands
-        self.proc = None
         self.addresses = []
         self.seen = set()
 
     def start(self, expect_listeners=None):
         require_binaries()
         self.conf.write_text(config_text(self.server, self.commands))
-        self.proc = subprocess.Popen([TCPEXECD, "-f", "-c", str(self.conf)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=clean_env(),
-                                     start_new_session=True)
-        self.out = _Reader(self.proc.stdout)
-        self.err = _Reader(self.proc.stderr)
-        self.out.start()
-        self.err.start()
-        listen = self.server.get("listen", [])
-        n = expect_listeners or (len(listen) if isinstance(listen, (list, tuple)) else 1)
-        wait_for(lambda: len(self.listening()) >= n or self.proc.poll() is not None,
-                 LIVE, f"{n} 'listening on' lines")
-        assert self.proc.poll() is None, \
-            f"tcpexecd exited {self.proc.returncode} at start:\n{self.log_text()}"
-        self.addresses = [parse_addr(t) for t in self.listening()[:n]]
+        self.spawn([TCPEXECD, "-f", "-c", str(self.conf)], clean_env())
+        n = expect_listeners or harness.expected_listeners(self.server.get("listen", []))
+        self.addresses = [parse_addr(t) for t in self.wait_listening(n, LIVE)]
         # The pool is filled before serving starts; wait for the initial workers
         # so that /proc snapshots and admission see a settled pool.
         want = int(self.server.get("workers", 4))
@@ -434,33 +331,12 @@ class Daemon:
 
     # -- output
 
-    def listening(self):
-        return [m.group(1) for line in self.out.snapshot()
-                if (m := re.fullmatch(r"listening on (\S+)", line))]
-
-    def log(self):
-        return self.err.snapshot() if self.err else []
-
     def log_text(self, tail=60):
-        lines = self.log()
-        return "\n".join(lines[-tail:])
-
-    def mark(self):
-        return len(self.log())
-
-    def find_log(self, pattern, since=0):
-        rx = re.compile(pattern)
-        return [m for line in self.log()[since:] if (m := rx.search(line))]
+        return super().log_text(tail)
 
     def wait_log(self, pattern, since=0, timeout=LIVE, count=1):
         """The matches of pattern once there are at least count of them."""
-        try:
-            return wait_for(lambda: (lambda ms: ms if len(ms) >= count else None)(
-                self.find_log(pattern, since)), timeout, f"/{pattern}/")
-        except AssertionError:
-            raise AssertionError(f"no {count} log line(s) /{pattern}/ within {timeout} s; "
-                                 f"log since mark:\n" + "\n".join(self.log()[since:][-60:])) \
-                from None
+        return self.wait_log_matches(pattern, since, count, timeout, tail=60)
 
     def assert_no_log(self, pattern, since=0, settle=0.3):
         time.sleep(settle)
@@ -486,9 +362,9 @@ class Daemon:
         return self.addresses[i][1][1]
 
     def workers(self):
-        ws = children(self.proc.pid)
-        self.seen.update((p, (_stat(p) or {}).get("start")) for p in ws)
-        return ws
+        ws = harness.children(self.proc.pid)
+        self.seen.update(st.ident for st in ws)
+        return sorted(st.pid for st in ws)
 
     def status(self):
         r = subprocess.run([TCPEXECD, "-s", "-c", str(self.conf)], stdin=subprocess.DEVNULL,
@@ -498,9 +374,6 @@ class Daemon:
                       r.stdout)
         assert m, f"bad status report:\n{r.stdout}"
         return dict(zip(("total", "starting", "idle", "busy"), map(int, m.groups())))
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
 
     # -- teardown
 
@@ -513,13 +386,7 @@ class Daemon:
             except ProcessLookupError:
                 pass
             tree = descendants(self.proc.pid)
-        for pid, start in tree:
-            st = _stat(pid)
-            if st and st["start"] == start:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_idents(tree)
         if self.proc.poll() is None:
             self.proc.kill()
         return tree
@@ -528,29 +395,14 @@ class Daemon:
         if self.proc is None:
             return
         tree = descendants(self.proc.pid) if self.proc.poll() is None else []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(LIVE)
-            except subprocess.TimeoutExpired:
-                tree += self._kill_all()
-                self.proc.wait(LIVE)
-        for r in (self.out, self.err):
-            if r:
-                r.join(5)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe:
-                pipe.close()
+        if not self.terminate(LIVE):
+            tree += self._kill_all()
+            self.proc.wait(LIVE)
+        self.close_pipes()
         # Anything of ours that outlived its master is killed by PID.
-        left = []
-        for pid, start in tree:
-            st = _stat(pid)
-            if st and st["start"] == start and st["state"] != "Z":
-                left.append(pid)
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        left = [ident for ident in tree if alive(ident)]
+        kill_idents(left)
+        left = [pid for pid, _ in left]
         assert not left, f"processes left after tcpexecd stopped: {left}"
 
 
@@ -642,35 +494,13 @@ def rig():
 
 # ---------------------------------------------------------------- framed client
 
-def frame(ftype, payload=b""):
-    return struct.pack(">BI", ftype, len(payload)) + payload
-
-
-def hello_frame():
-    return frame(HELLO, b"TCPX\x01")
-
-
 def request_frame(args, no_stdin=True):
-    body = b"".join(struct.pack(">BI", 0x81, len(a)) + a
-                    for a in (x.encode() if isinstance(x, str) else x for x in args))
-    if no_stdin:
-        body += struct.pack(">BII", 0x84, 4, 1)     # FLAGS: NO_STDIN
-    return frame(REQUEST, body)
+    return harness.request_frame(args, no_stdin=no_stdin)
 
 
 def connect(addr, source=None, timeout=LIVE):
     """A TCP connection to addr ((family, sockaddr)), from source if given."""
-    family, sockaddr = addr
-    s = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout)
-        if source:
-            s.bind((source, 0))
-        s.connect(sockaddr)
-    except BaseException:
-        s.close()
-        raise
-    return s
+    return harness.open_socket(addr, timeout, source)
 
 
 class Framed:
@@ -715,13 +545,9 @@ class Framed:
         """The next frame as (type, payload), or None at EOF."""
         deadline = time.monotonic() + timeout
         for _ in range(100000):
-            if len(self.buf) >= 5:
-                t, n = struct.unpack(">BI", self.buf[:5])
-                assert n <= 1 << 24, f"frame of {n} bytes"
-                if len(self.buf) >= 5 + n:
-                    payload = self.buf[5:5 + n]
-                    self.buf = self.buf[5 + n:]
-                    return t, payload
+            f, self.buf = take_frame(self.buf, 1 << 24)
+            if f is not None:
+                return f
             if self.eof:
                 assert not self.buf, f"EOF inside a frame: {self.buf!r}"
                 return None

@@ -19,7 +19,6 @@ Run: meson test -C BUILD test_systemd_local, or directly
 (the binaries default to build-sd/ at the top of the source tree).
 """
 
-import ctypes
 import os
 import re
 import select
@@ -35,23 +34,15 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_BUILD = HERE.parent.parent / "build-sd"
-TCPEXECD = os.environ.get("TCPEXECD") or str(DEFAULT_BUILD / "tcpexecd")
-TCPEXEC = os.environ.get("TCPEXEC") or str(DEFAULT_BUILD / "tcpexec")
+import harness
+from harness import (ERROR, EXIT, LIVE, STDOUT, clean_env, free_port, hello_frame,
+                     request_frame, socket_inodes, take_frame, wait_for)
+
+TCPEXECD, TCPEXEC = harness.binaries("build-sd")
 ACTIVATE = shutil.which("systemd-socket-activate")
 
-POLL = 0.05
-# Liveness bound for "this should have happened by now", never a
-# measurement of speed.
-LIVE = 10.0
-
-# Variables that tell a process it runs under systemd. The tests scrub them
-# from their own environment and set exactly the ones each case is about.
-SUPERVISOR_ENV = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
-                  "WATCHDOG_PID", "WATCHDOG_USEC", "JOURNAL_STREAM", "INVOCATION_ID",
-                  "TCPEXECD_TEST_FAULT")
-# What a command must never see of them.
+# What a command must never see of the supervisor's variables
+# (harness.SUPERVISOR_ENV, scrubbed by clean_env and set again per case).
 LEAKED_ENV = re.compile(r"^(NOTIFY_SOCKET|WATCHDOG_\w*|LISTEN_\w*)=", re.M)
 
 COMMANDS = {
@@ -68,32 +59,6 @@ def require_binaries():
         assert os.access(b, os.X_OK), f"{b} not found: build it and set TCPEXECD / TCPEXEC"
 
 
-def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in SUPERVISOR_ENV}
-    env.update(extra or {})
-    return env
-
-
-def wait_for(pred, timeout, what, interval=POLL):
-    """Poll pred() until it returns a true value; bounded in time and count."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def free_port():
-    """A port that was free a moment ago; callers retry on a collision."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def listening_sockets(port):
     """Inodes of the IPv4 sockets in LISTEN state on 127.0.0.1:port."""
     want = f"0100007F:{port:04X}"
@@ -106,28 +71,10 @@ def listening_sockets(port):
     return out
 
 
-def socket_inodes(pid):
-    out = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if m := re.fullmatch(r"socket:\[(\d+)\]", target):
-                out.add(m.group(1))
-    except OSError:
-        pass
-    return out
-
-
 def config_text(server, commands=COMMANDS):
-    out = ["[server]"]
-    for k, v in server.items():
-        for item in v if isinstance(v, (list, tuple)) else [v]:
-            out.append(f"{k} = {item}")
+    out = harness.ini_section("server", server)
     for name, keys in commands.items():
-        out += ["", f"[command {name}]"] + [f"{k} = {v}" for k, v in keys.items()]
+        out += [""] + harness.ini_section(f"command {name}", keys)
     return "\n".join(out) + "\n"
 
 
@@ -139,67 +86,12 @@ def tcpexec(port, *args, timeout=30.0):
 
 # ---------------------------------------------------------------- processes
 
-_libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def proc_stat(pid):
-    """(ppid, state, starttime) of pid, or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    f = data[data.rindex(")") + 2:].split()
-    return int(f[1]), f[0], int(f[19])
-
-
-def all_ppids():
-    out = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (st := proc_stat(name)) is not None:
-            out[int(name)] = st
-    return out
-
-
-def descendants(pid):
-    table = all_ppids()
-    out, todo = [], [pid]
-    for _ in range(100000):
-        if not todo:
-            break
-        parent = todo.pop()
-        for p, (ppid, _, _) in table.items():
-            if ppid == parent:
-                out.append(p)
-                todo.append(p)
-    return out
-
-
 def children(pid):
-    return [p for p, (ppid, state, _) in all_ppids().items() if ppid == pid and state != "Z"]
+    """The pids of the live children of pid."""
+    return [st.pid for st in harness.children(pid)]
 
 
-class Reader(threading.Thread):
-    """Drains one pipe into a list of lines."""
-
-    def __init__(self, pipe, name):
-        super().__init__(name=name, daemon=True)
-        self.pipe = pipe
-        self.lines = []
-        self.lock = threading.Lock()
-
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            with self.lock:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.lines)
-
-
-class Proc:
+class Proc(harness.Piped):
     """A process tree started by a test: tcpexecd itself, or
     systemd-socket-activate, which execs tcpexecd in place (the PID stays)
     or forks one per connection (inetd mode)."""
@@ -207,42 +99,12 @@ class Proc:
     def __init__(self, argv, env):
         require_binaries()
         self.argv = argv
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env,
-                                     start_new_session=True)
-        self.seen = set()
-        self.out = Reader(self.proc.stdout, "stdout")
-        self.err = Reader(self.proc.stderr, "stderr")
-        self.out.start()
-        self.err.start()
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def running(self):
-        return self.proc.poll() is None
-
-    def log(self):
-        return self.err.snapshot()
-
-    def log_text(self, tail=40):
-        return "\n".join(self.log()[-tail:])
-
-    def mark(self):
-        return len(self.log())
-
-    def find_log(self, pattern, since=0):
-        rx = re.compile(pattern)
-        return [m for line in self.log()[since:] if (m := rx.search(line))]
+        self.seen = set()     # (pid, starttime) of every live process of the tree
+        self.spawn(argv, env, name=os.path.basename(argv[0]))
 
     def wait_log(self, pattern, since=0, timeout=LIVE):
-        try:
-            return wait_for(lambda: self.find_log(pattern, since), timeout,
-                            f"log /{pattern}/")[0]
-        except AssertionError:
-            raise AssertionError(f"no log line /{pattern}/ within {timeout} s; stderr:\n"
-                                 + self.log_text()) from None
+        """The first match of pattern after mark since."""
+        return self.wait_log_matches(pattern, since, 1, timeout, tail=40)[0]
 
     def wait_exit(self, timeout=LIVE):
         try:
@@ -251,50 +113,32 @@ class Proc:
             raise AssertionError(f"{self.argv[0]} still running after {timeout} s; stderr:\n"
                                  + self.log_text()) from None
 
-    def tree(self):
-        pids = [self.pid] + descendants(self.pid) if self.running() else []
-        self.seen.update(p for p in pids if (st := proc_stat(p)) and st[1] != "Z")
-        return pids
+    def track(self):
+        """Remember the live processes of the tree while the root runs."""
+        if self.running():
+            sts = [harness.proc_stat(self.pid)] + harness.descendants([self.pid])
+            self.seen.update(st.ident for st in sts if st and st.state != "Z")
 
     def cleanup(self):
         """SIGTERM (a graceful stop), then SIGKILL for what is left; every
-        process of the tree ever seen must be gone."""
-        self.tree()
+        process of the tree ever seen must be gone (checked by the fixture)."""
+        self.track()
+        self.terminate(LIVE)
         if self.running():
-            os.kill(self.pid, signal.SIGTERM)
+            self.track()
+            harness.kill_tree([self.ident], self.seen)
             try:
                 self.proc.wait(LIVE)
             except subprocess.TimeoutExpired:
                 pass
-        for _ in range(3):
-            pids = self.tree()
-            if not pids:
-                break
-            for p in pids:
-                try:
-                    os.kill(p, signal.SIGSTOP)
-                except ProcessLookupError:
-                    pass
-            for p in pids:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                self.proc.wait(LIVE)
-            except subprocess.TimeoutExpired:
-                pass
-        self.out.join(5)
-        self.err.join(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        self.close_pipes()
 
 
 @pytest.fixture
 def procs():
     """Factory for Proc; at teardown every tree is stopped, the orphans this
     (subreaper) process adopted are reaped, and none may be left."""
-    on = _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    on = harness.set_subreaper(True)
     made = []
 
     def start(argv, env):
@@ -305,25 +149,13 @@ def procs():
     yield start
     for p in made:
         p.cleanup()
-
-    def left():
-        table = all_ppids()
-        for pid, (ppid, state, _) in table.items():
-            if ppid == os.getpid() and state == "Z":
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-        table = all_ppids()
-        return [pid for p in made for pid in p.seen
-                if pid in table and table[pid][1] != "Z"]
-
     try:
-        wait_for(lambda: not left(), LIVE, "the test's processes to be gone")
+        left = harness.wait_all_gone({i for p in made for i in p.seen}, LIVE)
     finally:
+        harness.reap_adopted()
         if on:
-            _libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-    assert not left(), f"processes left: {left()}"
+            harness.set_subreaper(False)
+    assert not left, f"processes left: {[i[0] for i in left]}"
 
 
 @pytest.fixture
@@ -518,19 +350,10 @@ def test_notify_failed_reload(supervised, notify):
     assert d.p.running()
 
 
-# The framed protocol, as much as a raw client needs (docs/protocol.md).
-HELLO, REQUEST, STDOUT, EXIT, ERROR = 0x01, 0x02, 0x82, 0x84, 0x85
-
-
-def frame(ftype, payload=b""):
-    return struct.pack(">BI", ftype, len(payload)) + payload
-
-
+# The framed protocol (docs/protocol.md; encoded by harness.py).
 def request(args):
     """HELLO and a REQUEST (ARGs, FLAGS = NO_STDIN), pipelined."""
-    payload = b"".join(struct.pack(">BI", 0x81, len(a)) + a for a in args)
-    payload += struct.pack(">BII", 0x84, 4, 1)
-    return frame(HELLO, b"TCPX\x01") + frame(REQUEST, payload)
+    return hello_frame() + request_frame(args)
 
 
 def one_request(port, args, timeout=LIVE):
@@ -540,12 +363,11 @@ def one_request(port, args, timeout=LIVE):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(request(args))
         for _ in range(10000):
-            while len(buf) >= 5:
-                t, n = struct.unpack(">BI", buf[:5])
-                if len(buf) < 5 + n:
+            for _ in range(10000):
+                f, buf = take_frame(buf)
+                if f is None:
                     break
-                frames.append((t, buf[5:5 + n]))
-                buf = buf[5 + n:]
+                frames.append(f)
             if frames and frames[-1][0] in (EXIT, ERROR):
                 return frames
             try:
