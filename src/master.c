@@ -344,8 +344,9 @@ static void reap(void)
 			snprintf(fields, sizeof(fields), "TCPEXECD_WORKER_PID=%ld\n%s=%d", (long)pid,
 				 WIFSIGNALED(status) ? "SIGNAL" : "EXIT_STATUS",
 				 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-			log_event(expected && WIFEXITED(status) && WEXITSTATUS(status) == 0
-					  ? LOG_INFO : LOG_WARNING,
+			/* Status 0 is a worker leaving on purpose (retired, or
+			 * recycled after max_requests): not worth a warning. */
+			log_event(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? LOG_INFO : LOG_WARNING,
 				  MSGID_WORKER_DIED, fields, "worker %ld %s", (long)pid, what);
 		}
 		failed_start = !expected && (s->state == WS_STARTING ||

@@ -343,6 +343,10 @@ static int ticket_gen_cb(SSL *ssl, void *arg)
 	char id[PSK_ID_MAX + 1];
 
 	(void)arg;
+	/* A renewed ticket for a resumed session: the session already holds
+	 * the identity from the ticket it came with. */
+	if (SSL_session_reused(ssl) && !psk_seen.known)
+		return 1;
 	handshake_identity(ssl, id, sizeof(id));
 	return SSL_SESSION_set1_ticket_appdata(SSL_get0_session(ssl), id, strlen(id)) == 1;
 }
@@ -357,8 +361,9 @@ static SSL_TICKET_RETURN ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned
 	(void)arg;
 	switch (status) {
 	case SSL_TICKET_SUCCESS:
-		return SSL_TICKET_RETURN_USE;
 	case SSL_TICKET_SUCCESS_RENEW:
+		/* A new ticket each time: clients use a TLS 1.3 ticket once, so
+		 * without one the next connection would be a full handshake. */
 		return SSL_TICKET_RETURN_USE_RENEW;
 	case SSL_TICKET_FATAL_ERR_MALLOC:
 	case SSL_TICKET_FATAL_ERR_OTHER:
