@@ -5,10 +5,13 @@
  * HOST:PORT in one of several wire modes (tcpexecd framed, raw inetd-style,
  * streaming through cat, Zabbix agent, NRPE v2) and print one
  * machine-readable result line. Every run is bounded in count and in time.
+ * With --tls the framed mode runs over TLS 1.3 (a pre-shared key or a
+ * verified server certificate), optionally resuming session tickets.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,9 +23,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "hist.h"
 #include "protocol.h"
@@ -43,6 +52,8 @@
 #define RBUF (PROTO_DEFAULT_MAX_PAYLOAD + PROTO_HEADER_LEN)
 #define NRPE_PKT 1036 /* sizeof(v2_packet) in nrpe's common.h, with padding */
 #define NRPE_BUF 1024
+#define PSK_ID_MAX 128          /* as tcpexecd's tls_psk_file */
+#define PSK_KEY_MAX 64
 
 enum mode { M_FRAMED, M_RAW, M_STREAM, M_RAWSTREAM, M_ZABBIX, M_NRPE };
 static const char *const mode_name[] = {
@@ -50,9 +61,9 @@ static const char *const mode_name[] = {
 };
 
 /* Why a request failed; each is counted apart and printed. */
-enum fail { F_CONNECT, F_TIMEOUT, F_OUTPUT, F_ERROR, F_IO, F_NFAIL };
+enum fail { F_CONNECT, F_TIMEOUT, F_OUTPUT, F_ERROR, F_IO, F_TLS, F_NFAIL };
 static const char *const fail_name[] = {
-	"connect", "timeout", "output", "error", "io",
+	"connect", "timeout", "output", "error", "io", "tls",
 };
 
 static struct {
@@ -73,6 +84,11 @@ static struct {
 	const char *argv[MAX_ARGS + 1];
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
+	char host[256];         /* the numeric host, checked in the certificate */
+	int tls;
+	const char *psk_file;   /* --tls with a pre-shared key ... */
+	const char *ca;         /* ... or with the server's certificate */
+	int resume;
 } opt = {
 	.mode = M_FRAMED, .system = "unnamed", .conc = 1, .requests = 1000,
 	.duration_s = 600, .timeout_ms = 5000, .bytes = 1ull << 30,
@@ -84,6 +100,15 @@ static atomic_int fail_msgs;
 static uint64_t stop_at_us;
 static pthread_barrier_t start_line;
 static uint8_t pattern[PATLEN + CHUNK]; /* pattern[i] == pattern[i % PATLEN] */
+
+/* --tls: one context for all the threads (OpenSSL shares it safely), and
+ * the pre-shared key read from --psk-file. */
+static SSL_CTX *tls_ctx;
+static struct {
+	char identity[PSK_ID_MAX + 1];
+	unsigned char key[PSK_KEY_MAX];
+	unsigned len;
+} psk;
 
 struct client {
 	pthread_t tid;
@@ -101,6 +126,11 @@ struct client {
 	size_t req_len;
 	char out[4096];         /* the output of the current request */
 	size_t outlen;
+	SSL *ssl;               /* --tls: the open connection's, or NULL */
+	SSL_SESSION *ticket;    /* --resume: the newest ticket received, ours */
+	uint64_t handshakes;    /* TLS handshakes completed */
+	uint64_t resumed;       /* ... of which resumed the ticket offered */
+	uint64_t tickets;       /* --resume: session tickets received */
 };
 
 static _Noreturn void die(int code, const char *fmt, ...)
@@ -232,10 +262,14 @@ static ssize_t net_read(int fd, void *buf, size_t cap, uint64_t deadline)
 	}
 }
 
+static const char *tls_reason(const struct client *c);
+
 static int io_fail(struct client *c, int err, const char *what)
 {
 	if (err == -ETIMEDOUT)
 		return fail(c, F_TIMEOUT, "%s: no answer within %d ms", what, opt.timeout_ms);
+	if (err == -EPROTO && c->ssl)
+		return fail(c, F_TLS, "%s: %s", what, tls_reason(c));
 	return fail(c, F_IO, "%s: %s", what, strerror(-err));
 }
 
@@ -257,6 +291,163 @@ static int output_mismatch(struct client *c, int too_long)
 		return fail(c, F_OUTPUT, "more output than the %zu bytes expected", opt.expect_len);
 	return fail(c, F_OUTPUT, "output \"%.*s\" (%zu bytes), expected %zu bytes",
 		    (int)(c->outlen > 100 ? 100 : c->outlen), c->out, c->outlen, opt.expect_len);
+}
+
+/* ---- TLS (framed mode only): non-blocking, every wait bounded as above ---- */
+
+/* Why the last TLS call failed, for the failure message: the server's
+ * certificate if that was it, else OpenSSL's reason. */
+static const char *tls_reason(const struct client *c)
+{
+	unsigned long e = ERR_peek_last_error();
+	long v = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+	const char *r;
+
+	if (v != X509_V_OK)
+		return X509_verify_cert_error_string(v);
+	r = e ? ERR_reason_error_string(e) : NULL;
+	return r ? r : "connection closed";
+}
+
+/* After an SSL call returned r <= 0: wait for what it needs. 1 to call it
+ * again, 0 at a clean EOF, or a negative errno (-EPROTO: a TLS error, see
+ * tls_reason()). */
+static int tls_wait(struct client *c, int fd, int r, uint64_t deadline)
+{
+	int rc;
+
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		rc = wait_fd(fd, POLLIN, deadline);
+		return rc < 0 ? rc : 1;
+	case SSL_ERROR_WANT_WRITE:
+		rc = wait_fd(fd, POLLOUT, deadline);
+		return rc < 0 ? rc : 1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		if (errno == EINTR || errno == EAGAIN)
+			return 1;
+		return errno ? -errno : -EPROTO;
+	default:
+		return -EPROTO;
+	}
+}
+
+/* --resume: TLS 1.3 tickets arrive after the handshake, while the answer
+ * is read. Keep the newest; the reference OpenSSL hands over is ours.
+ * OpenSSL uses a TLS 1.3 ticket once (RFC 8446, C.4): after it resumed a
+ * connection, it is offered again only if the server sent a new one. */
+static int tls_new_ticket(SSL *ssl, SSL_SESSION *sess)
+{
+	struct client *c = SSL_get_app_data(ssl);
+
+	c->tickets++;
+	SSL_SESSION_free(c->ticket);
+	c->ticket = sess;
+	return 1;
+}
+
+/* The handshake on a connected socket; c->ssl is set even on failure (the
+ * caller frees it with the socket). 0, or -1 (counted). */
+static int tls_start(struct client *c, int fd, uint64_t deadline)
+{
+	SSL_SESSION *offered = NULL;
+
+	ERR_clear_error();
+	c->ssl = SSL_new(tls_ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)
+		return fail(c, F_TLS, "setup: %s", tls_reason(c));
+	SSL_set_app_data(c->ssl, c);
+	if (opt.ca && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), opt.host) != 1)
+		return fail(c, F_TLS, "setup: %s is not an IP address", opt.host);
+	if (opt.resume && c->ticket) {
+		if (SSL_set_session(c->ssl, c->ticket) != 1)
+			return fail(c, F_TLS, "setup: cannot offer the ticket: %s", tls_reason(c));
+		offered = c->ticket;
+	}
+	for (;;) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_connect(c->ssl);
+		if (r == 1)
+			break;
+		r = tls_wait(c, fd, r, deadline);
+		if (r == 1)
+			continue;
+		if (r == -ETIMEDOUT)
+			return fail(c, F_TIMEOUT, "TLS handshake: no answer within %d ms",
+				    opt.timeout_ms);
+		return fail(c, F_TLS, "handshake: %s",
+			    r == -EPROTO || r == 0 ? tls_reason(c) : strerror(-r));
+	}
+	c->handshakes++;
+	/* SSL_session_reused() is also true for an external PSK. When the
+	 * server takes the ticket, the connection keeps the session we set;
+	 * when it uses the key from --psk-file instead (or a certificate), or
+	 * when OpenSSL did not offer the ticket because it was used already,
+	 * the connection has another session. Only the first is a resumption. */
+	if (offered && SSL_session_reused(c->ssl) && SSL_get0_session(c->ssl) == offered)
+		c->resumed++;
+	return 0;
+}
+
+/* Close a connection, TLS or not. Without close_notify, like the tcpexec
+ * client; but OpenSSL marks the session of a connection freed unshut as
+ * not resumable, so after a good request we say it was shut down. */
+static void conn_close(struct client *c, int fd, int clean)
+{
+	if (c->ssl) {
+		if (clean)
+			SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+	close(fd);
+}
+
+static int conn_write(struct client *c, int fd, const void *buf, size_t len, uint64_t deadline)
+{
+	const uint8_t *p = buf;
+
+	if (!c->ssl)
+		return net_write(fd, buf, len, deadline);
+	while (len > 0) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_write(c->ssl, p, len > INT_MAX ? INT_MAX : (int)len);
+		if (r > 0) {
+			p += r;
+			len -= (size_t)r;
+			continue;
+		}
+		r = tls_wait(c, fd, r, deadline);
+		if (r == 0)
+			return -EPIPE;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* As net_read(), through TLS when there is a session. */
+static ssize_t conn_read(struct client *c, int fd, void *buf, size_t cap, uint64_t deadline)
+{
+	if (!c->ssl)
+		return net_read(fd, buf, cap, deadline);
+	for (;;) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+		if (r > 0)
+			return r;
+		r = tls_wait(c, fd, r, deadline);
+		if (r <= 0)
+			return r;
+	}
 }
 
 /* ---- tcpexecd framed mode ---- */
@@ -457,7 +648,8 @@ static int framed_finish(struct client *c, int fd, uint64_t deadline, int first,
 				continue;
 		}
 		{
-			ssize_t r = net_read(fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen, deadline);
+			ssize_t r = conn_read(c, fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen,
+					      deadline);
 			if (r == 0)
 				return fail(c, F_OUTPUT, "connection closed before EXIT");
 			if (r < 0)
@@ -483,12 +675,14 @@ static int do_framed(struct client *c)
 		fd = connect_or_fail(c, deadline);
 		if (fd < 0)
 			return -1;
+		if (opt.tls && tls_start(c, fd, deadline) < 0)
+			goto drop;
 		first = 1;
 		c->rlen = 0;
 		w = c->wbuf;
 		wlen = c->hello_len + c->req_len;
 	}
-	rc = net_write(fd, w, wlen, deadline);
+	rc = conn_write(c, fd, w, wlen, deadline);
 	if (rc < 0) {
 		io_fail(c, rc, "send");
 		goto drop;
@@ -499,11 +693,11 @@ static int do_framed(struct client *c)
 	if (opt.reuse)
 		c->fd = fd;
 	else
-		close(fd);
+		conn_close(c, fd, 1);
 	return 0;
 drop:
 	/* After a failure the stream may be out of step: never reuse it. */
-	close(fd);
+	conn_close(c, fd, 0);
 	c->fd = -1;
 	return -1;
 }
@@ -800,8 +994,10 @@ static void *client_main(void *arg)
 		}
 	}
 	if (c->fd >= 0)
-		close(c->fd);
+		conn_close(c, c->fd, 1);
 	c->fd = -1;
+	SSL_SESSION_free(c->ticket);
+	c->ticket = NULL;
 	return NULL;
 }
 
@@ -827,10 +1023,111 @@ static void usage(FILE *f)
 		"  -k, --key TEXT         zabbix: item key; nrpe: command name\n"
 		"  -s, --system NAME      the name printed as system=\n"
 		"  -t, --timeout MS       per request (streaming: without progress), default 5000\n"
+		"  -T, --tls              framed: TLS 1.3, with --psk-file or --ca\n"
+		"  -P, --psk-file FILE    TLS with the pre-shared key in FILE (identity:hexkey)\n"
+		"  -A, --ca FILE          TLS, the server's certificate verified against FILE\n"
+		"                         and the target's IP address\n"
+		"  -R, --resume           TLS: offer the last session ticket on each new\n"
+		"                         connection; prints resumed= (tickets taken)\n"
 		"\n"
 		"COMMAND (framed mode) defaults to `echo hello`; stream mode runs `cat`.\n"
 		"Prints one line: system= mode= conc= requests= failures= rps= p50_us= ...\n",
 		MAX_CONC);
+}
+
+static int hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* The first line of --psk-file that is not a comment: "identity:hexkey",
+ * as tcpexecd's tls_psk_file and tcpexec --psk-file read it. */
+static void load_psk(const char *path)
+{
+	char line[512], *colon, *hex;
+	size_t hl, idl;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		die(EXIT_SETUP, "%s: %s", path, strerror(errno));
+	do {
+		if (!fgets(line, sizeof(line), f))
+			die(EXIT_SETUP, "%s: no key in the file", path);
+		line[strcspn(line, "\r\n")] = '\0';
+	} while (line[0] == '#' || line[0] == '\0');
+	fclose(f);
+	colon = strrchr(line, ':');
+	if (!colon || colon == line)
+		die(EXIT_SETUP, "%s: expected identity:hexkey", path);
+	idl = (size_t)(colon - line);
+	if (idl > PSK_ID_MAX)
+		die(EXIT_SETUP, "%s: the identity is longer than %d bytes", path, PSK_ID_MAX);
+	memcpy(psk.identity, line, idl);
+	psk.identity[idl] = '\0';
+	hex = colon + 1;
+	hl = strlen(hex);
+	if (hl < 32 || hl > 2 * PSK_KEY_MAX || hl % 2)
+		die(EXIT_SETUP, "%s: the key must be 32 to %d hex digits", path, 2 * PSK_KEY_MAX);
+	for (size_t i = 0; i < hl / 2; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			die(EXIT_SETUP, "%s: the key is not hexadecimal", path);
+		psk.key[i] = (unsigned char)(hi << 4 | lo);
+	}
+	psk.len = (unsigned)(hl / 2);
+	OPENSSL_cleanse(line, sizeof(line));
+}
+
+static unsigned int psk_client_cb(SSL *ssl, const char *hint, char *identity,
+				  unsigned int max_identity, unsigned char *key, unsigned int max_key)
+{
+	size_t idl = strlen(psk.identity);
+
+	(void)ssl;
+	(void)hint;
+	if (idl + 1 > max_identity || psk.len > max_key)
+		return 0;
+	memcpy(identity, psk.identity, idl + 1);
+	memcpy(key, psk.key, psk.len);
+	return psk.len;
+}
+
+/* The client context, as the tcpexec client builds it: TLS 1.3 only; a
+ * pre-shared key (bound to SHA-256 suites) or a verified certificate. */
+static void tls_setup(void)
+{
+	tls_ctx = SSL_CTX_new(TLS_client_method());
+	if (!tls_ctx)
+		die(EXIT_SETUP, "cannot create a TLS context");
+	SSL_CTX_set_min_proto_version(tls_ctx, TLS1_3_VERSION);
+	SSL_CTX_set_max_proto_version(tls_ctx, TLS1_3_VERSION);
+	/* tcpexecd closes without close_notify, as the tcpexec client does:
+	 * an EOF after EXIT is the end of the connection, not an attack. */
+	SSL_CTX_set_options(tls_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if (opt.psk_file) {
+		load_psk(opt.psk_file);
+		SSL_CTX_set_psk_client_callback(tls_ctx, psk_client_cb);
+		if (SSL_CTX_set_ciphersuites(tls_ctx, "TLS_AES_128_GCM_SHA256:"
+					     "TLS_CHACHA20_POLY1305_SHA256") != 1)
+			die(EXIT_SETUP, "cannot set the TLS 1.3 cipher suites");
+	} else {
+		if (SSL_CTX_load_verify_locations(tls_ctx, opt.ca, NULL) != 1)
+			die(EXIT_SETUP, "%s: cannot load CA certificates: %s", opt.ca,
+			    ERR_reason_error_string(ERR_get_error()));
+		SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+	}
+	if (opt.resume) {
+		/* No internal cache: each thread keeps its own newest ticket. */
+		SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_CLIENT |
+					       SSL_SESS_CACHE_NO_INTERNAL);
+		SSL_CTX_sess_set_new_cb(tls_ctx, tls_new_ticket);
+	}
 }
 
 /* Decode \n, \t, \r, \\ in place; returns the length. */
@@ -897,6 +1194,7 @@ static void parse_target(const char *t)
 		die(EXIT_USAGE, "%s: host too long", t);
 	memcpy(host, t, hl);
 	host[hl] = '\0';
+	memcpy(opt.host, host, hl + 1);
 	/* Numeric only: this tool is pointed at loopback servers it was told
 	 * about, never at a name that might resolve elsewhere. */
 	rc = getaddrinfo(host, colon + 1, &hints, &res);
@@ -922,6 +1220,10 @@ static void parse_args(int argc, char **argv)
 		{ "key", required_argument, NULL, 'k' },
 		{ "system", required_argument, NULL, 's' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "tls", no_argument, NULL, 'T' },
+		{ "psk-file", required_argument, NULL, 'P' },
+		{ "ca", required_argument, NULL, 'A' },
+		{ "resume", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -930,7 +1232,7 @@ static void parse_args(int argc, char **argv)
 
 	opt.expect = hello_nl;
 	opt.expect_len = strlen(hello_nl);
-	while ((ch = getopt_long(argc, argv, "+m:c:n:d:rNe:p:b:k:s:t:h", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+m:c:n:d:rNe:p:b:k:s:t:TP:A:Rh", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'm': {
 			unsigned i;
@@ -983,6 +1285,18 @@ static void parse_args(int argc, char **argv)
 		case 't':
 			opt.timeout_ms = (int)parse_u64(optarg, "timeout", 1, 3600000, 0);
 			break;
+		case 'T':
+			opt.tls = 1;
+			break;
+		case 'P':
+			opt.psk_file = optarg;
+			break;
+		case 'A':
+			opt.ca = optarg;
+			break;
+		case 'R':
+			opt.resume = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -1010,6 +1324,12 @@ static void parse_args(int argc, char **argv)
 	opt.argv[nargs] = NULL;
 	if (opt.reuse && opt.mode != M_FRAMED && opt.mode != M_STREAM)
 		die(EXIT_USAGE, "--reuse needs a framed mode");
+	if ((opt.psk_file || opt.ca || opt.resume) && !opt.tls)
+		die(EXIT_USAGE, "--psk-file, --ca and --resume need --tls");
+	if (opt.tls && opt.mode != M_FRAMED)
+		die(EXIT_USAGE, "--tls needs --mode framed");
+	if (opt.tls && !opt.psk_file == !opt.ca)
+		die(EXIT_USAGE, "--tls needs one of --psk-file and --ca");
 	if ((opt.mode == M_ZABBIX || opt.mode == M_NRPE) && !opt.key)
 		die(EXIT_USAGE, "mode %s needs --key", mode_name[opt.mode]);
 	if (opt.key && strlen(opt.key) >= (opt.mode == M_NRPE ? NRPE_BUF : 512))
@@ -1024,11 +1344,15 @@ int main(int argc, char **argv)
 	struct client *cl;
 	struct hist *all;
 	uint64_t ok = 0, failed = 0, bytes = 0, fails[F_NFAIL] = { 0 };
+	uint64_t handshakes = 0, resumed = 0, tickets = 0;
+	struct rusage ru0, ru1;
 	uint64_t t0, elapsed;
 	double secs;
 
 	parse_args(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
+	if (opt.tls)
+		tls_setup();
 	crc_init();
 	for (size_t i = 0; i < sizeof(pattern); i++) {
 		/* A byte pattern without short periods: an LCG's high byte. */
@@ -1048,6 +1372,7 @@ int main(int argc, char **argv)
 		if (pthread_create(&cl[i].tid, NULL, client_main, &cl[i]) != 0)
 			die(EXIT_SETUP, "pthread_create failed");
 	}
+	getrusage(RUSAGE_SELF, &ru0);
 	t0 = hist_now_us();
 	stop_at_us = t0 + (uint64_t)(opt.duration_s * 1e6);
 	pthread_barrier_wait(&start_line);
@@ -1056,12 +1381,16 @@ int main(int argc, char **argv)
 		hist_merge(all, &cl[i].lat);
 		ok += cl[i].ok;
 		bytes += cl[i].bytes;
+		handshakes += cl[i].handshakes;
+		resumed += cl[i].resumed;
+		tickets += cl[i].tickets;
 		for (int k = 0; k < F_NFAIL; k++) {
 			fails[k] += cl[i].fail[k];
 			failed += cl[i].fail[k];
 		}
 	}
 	elapsed = hist_now_us() - t0;
+	getrusage(RUSAGE_SELF, &ru1);
 	secs = (double)(elapsed ? elapsed : 1) / 1e6;
 	printf("system=%s mode=%s conc=%u reuse=%d requests=%" PRIu64 " ok=%" PRIu64
 	       " failures=%" PRIu64, opt.system, mode_name[opt.mode], opt.conc, opt.reuse,
@@ -1070,7 +1399,19 @@ int main(int argc, char **argv)
 		printf(" fail_%s=%" PRIu64, fail_name[k], fails[k]);
 	printf(" elapsed_s=%.3f rps=%.1f", secs, (double)ok / secs);
 	hist_print(all, stdout);
-	printf(" mbps=%.1f\n", (double)bytes / secs / 1e6);
+	printf(" mbps=%.1f", (double)bytes / secs / 1e6);
+	/* The client's own CPU time per request: it shares the machine's
+	 * cores with the server, and a TLS client spends much of it. */
+	printf(" client_cpu_us=%.0f", ok + failed == 0 ? 0.0 :
+	       ((double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) * 1e6 +
+		(double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) +
+		(double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) * 1e6 +
+		(double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec)) / (double)(ok + failed));
+	if (opt.tls)
+		printf(" tls=%s handshakes=%" PRIu64 " resumed=%" PRIu64 " tickets=%" PRIu64,
+		       opt.psk_file ? "psk" : "cert", handshakes, resumed, tickets);
+	putchar('\n');
+	SSL_CTX_free(tls_ctx);
 	free(all);
 	free(cl);
 	pthread_barrier_destroy(&start_line);

@@ -24,13 +24,21 @@ END = "<!-- END bench/run results -->"
 # listed so that one that could not run still gets its "n/a" row.
 ECHO = ["tcpexecd", "tcpexecd-reuse", "tcpserver", "systemd-socket-activate",
         "xinetd", "socat", "ncat", "zabbix", "nrpe"]
+# tcpexecd over TLS 1.3 (a second instance), at 1 and 8 clients only.
+TLS = ["tcpexecd-tls-psk", "tcpexecd-tls-psk-resumed", "tcpexecd-tls-cert",
+       "tcpexecd-tls-cert-resumed"]
+# The TLS rows drawn in the plot: the configurations of the goal.
+PLOT_TLS = ["tcpexecd-tls-psk-resumed", "tcpexecd-tls-cert-resumed"]
+# The goal for TLS with resumption, as a fraction of the spawn ceiling.
+TLS_GOAL = 0.75
 WORKS = [
-    ("echo-c1", "`echo hello`, fresh connection, 1 client", ECHO, "req/s"),
-    ("echo-c8", "`echo hello`, fresh connection, 8 clients", ECHO, "req/s"),
+    ("echo-c1", "`echo hello`, fresh connection, 1 client", ECHO + TLS, "req/s"),
+    ("echo-c8", "`echo hello`, fresh connection, 8 clients", ECHO + TLS, "req/s"),
     ("echo-c32", "`echo hello`, fresh connection, 32 clients", ECHO, "req/s"),
     ("stream", "1 GB through `cat`", ["tcpexecd", "tcpserver-cat", "socat-cat"], "MB/s"),
     ("e2e", "client program, sequential invocations",
-     ["tcpexec", "ssh", "zabbix_get", "check_nrpe"], "runs/s"),
+     ["tcpexec", "tcpexec-tls", "tcpexec-tls-resumed", "ssh", "zabbix_get", "check_nrpe"],
+     "runs/s"),
     ("ceiling-j1", "local spawn ceiling, 1 spawner", ["spawn"], "spawns/s"),
     ("ceiling-jn", "local spawn ceiling, one spawner per CPU", ["spawn"], "spawns/s"),
 ]
@@ -46,8 +54,14 @@ NOTES = {
     "nrpe": "v2 packets, no TLS, via /bin/sh",
     "tcpserver-cat": "cat on the socket itself, no relay",
     "socat-cat": "raw bytes, no framing",
-    "ssh": "OpenSSH defaults (sntrup761 key exchange)",
+    "ssh": "OpenSSH defaults (sntrup761 key exchange); the encrypted peer",
     "check_nrpe": "-n (no TLS)",
+    "tcpexecd-tls-psk": "TLS 1.3, pre-shared key (+X25519), full handshake",
+    "tcpexecd-tls-psk-resumed": "TLS 1.3, pre-shared key, ticket offered",
+    "tcpexecd-tls-cert": "TLS 1.3, ECDSA P-256 certificate verified, full handshake",
+    "tcpexecd-tls-cert-resumed": "TLS 1.3, certificate, ticket offered",
+    "tcpexec-tls": "--psk-file: a full handshake each run",
+    "tcpexec-tls-resumed": "--psk-file --session: resumes the file's ticket",
 }
 
 
@@ -104,6 +118,16 @@ def aggregate(raw_path):
             "rounds": len(rs),
             "cpu_us": statistics.median([fnum(r, "cpu_us") for r in rs]) if "cpu_us" in rs[0] else None,
         }
+        # tcpexecd's own CPU per request in these runs (bench/run adds it
+        # to the lines of tcpexecd's rows; "n/a" runs are left out).
+        dcpu = [fnum(r, "daemon_cpu_us") for r in rs if fnum(r, "daemon_cpu_us") >= 0]
+        agg[key]["daemon_cpu"] = statistics.median(dcpu) if dcpu else None
+        ccpu = [fnum(r, "client_cpu_us") for r in rs if fnum(r, "client_cpu_us") >= 0]
+        agg[key]["client_cpu"] = statistics.median(ccpu) if ccpu else None
+        # TLS: handshakes, how many resumed a ticket, tickets received.
+        if any("tls" in r for r in rs):
+            for k in ("handshakes", "resumed", "tickets"):
+                agg[key][k] = sum(int(fnum(r, k)) for r in rs if fnum(r, k) >= 0)
     return agg
 
 
@@ -128,6 +152,19 @@ def fmt_ratio(a, b):
     return "%.2f" % (a / b)
 
 
+def fmt_cpu(a):
+    return "%.0f" % a["daemon_cpu"] if a.get("daemon_cpu") is not None else ""
+
+
+def note(s, a):
+    """The note column; for a run that offered tickets, how many resumed."""
+    text = NOTES.get(s, "")
+    if a and s.endswith("-resumed") and a.get("handshakes"):
+        text += "; %d of %d handshakes resumed (%.0f %%)" % (
+            a["resumed"], a["handshakes"], 100.0 * a["resumed"] / a["handshakes"])
+    return text
+
+
 def build_rows(agg, facts):
     rows = []
     for work, label, systems, unit in WORKS:
@@ -141,34 +178,35 @@ def build_rows(agg, facts):
                 why = facts.get("na_" + s)
                 if why is None:
                     continue
-                rows.append([label, name, "n/a", "", "", "", "", "", why])
+                rows.append([label, name, "n/a", "", "", "", "", "", "", why])
                 continue
             rows.append([
                 label, name, fmt_value(a["value"], unit), fmt_ms(a["p50"]), fmt_ms(a["p99"]),
                 "%d/%d" % (a["failures"], a["requests"]),
                 fmt_ratio(a["value"], ref["value"]) if ref else "-",
                 fmt_ratio(a["value"], ceil["value"]) if ceil else "-",
-                NOTES.get(s, ""),
+                fmt_cpu(a), note(s, a),
             ])
     return rows
 
 
 HEAD = ["work", "system", "median", "p50 ms", "p99 ms", "failures", "vs tcpexecd",
-        "vs ceiling", "note"]
+        "vs ceiling", "daemon CPU µs/req", "note"]
 
 
 def table_text(rows):
     widths = [max(len(str(r[i])) for r in rows + [HEAD]) for i in range(len(HEAD))]
     out = []
     for r in [HEAD] + rows:
-        out.append("  ".join(str(c).ljust(widths[i]) if i in (0, 1, 8) else
+        out.append("  ".join(str(c).ljust(widths[i]) if i in (0, 1, 9) else
                              str(c).rjust(widths[i]) for i, c in enumerate(r)).rstrip())
     return "\n".join(out)
 
 
 def table_md(rows):
     out = ["| " + " | ".join(HEAD) + " |",
-           "|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---"]) + "|"]
+           "|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:",
+                           "---"]) + "|"]
     for r in rows:
         out.append("| " + " | ".join(str(c) for c in r) + " |")
     return "\n".join(out)
@@ -184,7 +222,8 @@ def behind(agg):
             continue
         for s in systems:
             a = agg.get((work, s))
-            if not a or s == refname or s == "tcpexecd-reuse":
+            # tcpexecd's own variants (kept-open, TLS) are not peers.
+            if not a or s.startswith("tcpexec"):
                 continue
             if a["failures"] * 100 > a["requests"]:
                 continue  # a peer that fails more than 1 % is not "ahead"
@@ -201,6 +240,7 @@ def behind(agg):
         if a and c and c["value"]:
             lines.append("- %s: tcpexecd reaches %.0f %% of the local spawn ceiling." % (
                 dict((w[0], w[1]) for w in WORKS)[work], 100 * a["value"] / c["value"]))
+    lines += behind_tls(agg)
     a = agg.get(("echo-c1", "tcpexecd"))
     if a and a["failures"]:
         lines.append("- tcpexecd had %d failures at 1 client." % a["failures"])
@@ -208,6 +248,68 @@ def behind(agg):
         a = agg.get((work, "tcpexecd"))
         if a and a["failures"]:
             lines.append("- tcpexecd had %d failed requests in %s." % (a["failures"], work))
+    for work in ("echo-c1", "echo-c8"):
+        for s in TLS:
+            a = agg.get((work, s))
+            if a and a["failures"]:
+                lines.append("- %s had %d failed requests in %s." % (s, a["failures"], work))
+    return lines
+
+
+def behind_tls(agg):
+    """TLS: the goal, the cost against plaintext, resumption, and ssh."""
+    lines = []
+    labels = dict((w[0], w[1]) for w in WORKS)
+    for work in ("echo-c1", "echo-c8"):
+        c = agg.get((CEILING[work], "spawn"))
+        plain = agg.get((work, "tcpexecd"))
+        for s, what in (("tcpexecd-tls-psk-resumed", "a pre-shared key"),
+                        ("tcpexecd-tls-cert-resumed", "a certificate")):
+            a = agg.get((work, s))
+            if not (a and c and c["value"]):
+                continue
+            frac = a["value"] / c["value"]
+            lines.append("- %s: with TLS (%s) and resumption tcpexecd reaches %.0f %% of the "
+                         "local spawn ceiling: %s the goal of %.0f %%." % (
+                             labels[work], what, 100 * frac,
+                             "meets" if frac >= TLS_GOAL else "**below**", 100 * TLS_GOAL))
+        for s in ("tcpexecd-tls-psk", "tcpexecd-tls-cert"):
+            a = agg.get((work, s))
+            if not (a and plain and plain["value"]):
+                continue
+            extra = ""
+            if a.get("daemon_cpu") is not None and plain.get("daemon_cpu") is not None:
+                extra = "; tcpexecd's own CPU per request %.0f µs against %.0f µs" % (
+                    a["daemon_cpu"], plain["daemon_cpu"])
+            lines.append("- %s: %s (a full handshake each time) does %.0f %% of plaintext "
+                         "tcpexecd's rate%s." % (labels[work], s, 100 * a["value"] / plain["value"],
+                                                 extra))
+        cl = [(s, agg[(work, s)]["client_cpu"]) for s in ["tcpexecd"] + TLS
+              if (work, s) in agg and agg[(work, s)].get("client_cpu") is not None]
+        if len(cl) > 1:
+            lines.append("- %s: the load generator itself, on the same cores, used %s of CPU "
+                         "per request: TLS slows these rows on the client's side too." % (
+                             labels[work], ", ".join("%.0f µs (%s)" % (v, s) for s, v in cl)))
+        for s in ("tcpexecd-tls-psk-resumed", "tcpexecd-tls-cert-resumed"):
+            a = agg.get((work, s))
+            if not (a and a.get("handshakes") and a["resumed"] < 0.9 * a["handshakes"]):
+                continue
+            why = ""
+            if a["tickets"] <= a["handshakes"] - a["resumed"] + a["rounds"] * 8:
+                # About one ticket per full handshake, none per resumption.
+                why = (": the client uses a ticket once, and tcpexecd sent a new ticket only "
+                       "after full handshakes, none after a resumption, so every other "
+                       "connection is a full handshake")
+            lines.append("- %s: %s resumed only %d of %d handshakes (%d tickets received)%s." % (
+                labels[work], s, a["resumed"], a["handshakes"], a["tickets"], why))
+    ssh = agg.get(("e2e", "ssh"))
+    for s in ("tcpexec-tls", "tcpexec-tls-resumed"):
+        a = agg.get(("e2e", s))
+        if a and ssh and ssh["value"]:
+            lines.append("- client programs: `%s` does %s, %.0f× `ssh` (%s), the other "
+                         "encrypted client." % (s, fmt_value(a["value"], "runs/s"),
+                                                a["value"] / ssh["value"],
+                                                fmt_value(ssh["value"], "runs/s")))
     return lines
 
 
@@ -224,6 +326,9 @@ def resources(facts, agg):
         ("private memory, master, after the run", kb("mem_master_after_kb")),
         ("private memory, idle worker, after the run", kb("mem_worker_after_kb")),
         ("workers after the run", facts.get("workers_after", "n/a")),
+        ("private memory, TLS instance's master, after the run", kb("mem_tls_master_after_kb")),
+        ("private memory, TLS instance's idle worker, after the run",
+         kb("mem_tls_worker_after_kb")),
         ("CPU per request, master + workers (8 clients)", "%s µs" % facts.get("cpu_daemon_us", "n/a")),
         ("CPU per request, with the `echo` it ran", "%s µs" % facts.get("cpu_total_us", "n/a")),
     ]
@@ -254,7 +359,8 @@ def plot(agg, png, here):
     if not gnuplot:
         print("report: gnuplot not found, no plot", file=sys.stderr)
         return False
-    systems = [s for s in ECHO if any((w, s) in agg for w in ("echo-c1", "echo-c8", "echo-c32"))]
+    systems = [s for s in ECHO + PLOT_TLS
+               if any((w, s) in agg for w in ("echo-c1", "echo-c8", "echo-c32"))]
     with tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False) as f:
         data = f.name
         for s in systems:
@@ -300,7 +406,9 @@ def section(facts, agg, rows, png_name):
               "\"vs tcpexecd\" divides by tcpexecd's median (by `tcpexec`'s for the client "
               "programs), \"vs ceiling\" by the local `posix_spawn` loop's of the same "
               "rounds (one spawner for 1 client and for the client programs, one per CPU "
-              "for 8 and 32 clients). Failures are summed over the rounds." %
+              "for 8 and 32 clients). Failures are summed over the rounds. \"daemon CPU\" is "
+              "tcpexecd's own CPU time per request (master and workers, without the "
+              "command), median over the rounds." %
               (facts.get("date", "?"), facts.get("rounds", "?")), "",
               "### Machine", "", machine(facts), "",
               "### Throughput and latency", "", table_md(rows), ""]
