@@ -66,7 +66,7 @@ def open_silent(addr, n, timeout=LIVE):
 SLOW_CASES = {
     # The configuration under test: 8 workers, per_source_max 16, default
     # max_startups (10:30:60).
-    "brief": dict(workers=8),
+    "defaults": dict(workers=8),
     # Diagnostics that separate the two ways the above can fail. A pool that
     # already holds per_source_max + min_spare workers, so the slow source
     # cannot occupy all of them while the master's spawn rate ramps up...
