@@ -33,6 +33,7 @@
 #define LINE_MAX_LEN (64u << 10)    /* line mode: longest command line */
 #define LINE_QUIET_MS 200           /* line mode: a partial line then silence */
 #define LINE_MAX_WORDS 256
+#define LINGER_MS 200               /* lingering close: drain before close */
 #define SEND_HOLD_MS 1              /* small output waits this long for more */
 #define SEND_NOW_BYTES (16u << 10)  /* ... unless there is this much */
 
@@ -943,6 +944,30 @@ static int line_mode_allowed(const struct conn *c)
 	}
 }
 
+/* Closing while the client still sends makes the kernel answer with a
+ * reset, which destroys what we sent last (an ERROR frame, a TLS alert
+ * about a refused certificate) before the client reads it. So: shut down
+ * our side, then read and drop what comes, until EOF or LINGER_MS. */
+static void lingering_close(struct conn *c)
+{
+	uint64_t until = now_ms() + LINGER_MS;
+	char buf[4096];
+
+	if (shutdown(c->fd, SHUT_WR) < 0)
+		return;
+	for (;;) {
+		struct pollfd p = { .fd = c->fd, .events = POLLIN };
+		uint64_t now = now_ms();
+		ssize_t n;
+
+		if (now >= until || poll(&p, 1, (int)(until - now)) <= 0)
+			return;
+		n = recv(c->fd, buf, sizeof(buf), 0);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			return;
+	}
+}
+
 /* Run the TLS handshake within the handshake deadline. 0, or -1 (logged). */
 static int tls_start(struct conn *c, uint64_t deadline)
 {
@@ -1074,6 +1099,8 @@ int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *
 	}
 out:
 	tls_conn_free(c.tls);
+	if (end != END_TERM && !c.eof)
+		lingering_close(&c);
 	close(fd);
 	return end == END_TERM ? -1 : 0;
 }
