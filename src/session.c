@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -40,9 +41,14 @@
 /* Buffers live for the worker's lifetime: no allocation per connection.
  * rbuf holds the largest frame the configuration accepts; untouched pages
  * cost nothing. */
-static uint8_t rbuf[PROTO_MAX_PAYLOAD_CEILING + PROTO_HEADER_LEN];
-static char strbuf[PROTO_MAX_PAYLOAD_CEILING];
-static uint8_t obuf[OBUF_CAP];
+#define PAGE 4096
+static uint8_t rbuf[PROTO_MAX_PAYLOAD_CEILING + PROTO_HEADER_LEN] __attribute__((aligned(PAGE)));
+static char strbuf[PROTO_MAX_PAYLOAD_CEILING] __attribute__((aligned(PAGE)));
+static uint8_t obuf[OBUF_CAP] __attribute__((aligned(PAGE)));
+/* High-water marks of this connection, to give back what a large request
+ * or a stream touched (an idle worker stays small). */
+static size_t rbuf_hw, obuf_hw;
+#define KEEP_BYTES (64u << 10)
 
 enum end {
 	END_OK = 0,       /* go on with the connection */
@@ -170,6 +176,8 @@ static int conn_read(struct conn *c)
 		long n = io_recv(c, rbuf + c->rlen, c->rcap - c->rlen);
 		if (n > 0) {
 			c->rlen += (size_t)n;
+			if (c->rlen > rbuf_hw)
+				rbuf_hw = c->rlen;
 			continue;
 		}
 		if (n == 0) {
@@ -475,6 +483,8 @@ static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
 	if (!c->raw)
 		proto_put_header(obuf + c->olen, type, (uint32_t)n);
 	c->olen += hdr + (size_t)n;
+	if (c->olen > obuf_hw)
+		obuf_hw = c->olen;
 	oc->bytes_out += (uint64_t)n;
 }
 
@@ -944,6 +954,21 @@ static int line_mode_allowed(const struct conn *c)
 	}
 }
 
+/* Return the pages beyond KEEP_BYTES that this connection touched. The
+ * buffers are private anonymous memory: they read as zeros next time. */
+static void release_buffers(void)
+{
+	if (rbuf_hw > KEEP_BYTES) {
+		size_t len = (rbuf_hw - KEEP_BYTES + PAGE - 1) / PAGE * PAGE;
+		madvise(rbuf + KEEP_BYTES, len, MADV_DONTNEED);
+		madvise(strbuf + KEEP_BYTES, len, MADV_DONTNEED);
+	}
+	if (obuf_hw > KEEP_BYTES)
+		madvise(obuf + KEEP_BYTES, (obuf_hw - KEEP_BYTES + PAGE - 1) / PAGE * PAGE,
+			MADV_DONTNEED);
+	rbuf_hw = obuf_hw = 0;
+}
+
 /* Closing while the client still sends makes the kernel answer with a
  * reset, which destroys what we sent last (an ERROR frame, a TLS alert
  * about a refused certificate) before the client reads it. So: shut down
@@ -1102,5 +1127,6 @@ out:
 	if (end != END_TERM && !c.eof)
 		lingering_close(&c);
 	close(fd);
+	release_buffers();
 	return end == END_TERM ? -1 : 0;
 }
