@@ -27,6 +27,7 @@
 #include "runner.h"
 #include "session.h"
 #include "tls.h"
+#include "words.h"
 #include "tcpexecd.h"
 
 #define OBUF_CAP (1u << 20)         /* frames waiting for the client */
@@ -828,53 +829,6 @@ static enum end framed(struct conn *c, uint64_t handshake_deadline)
 	}
 }
 
-/* Line mode: split a line into words. Whitespace separates; '...' and
- * "..." group; a backslash escapes the next character. Nothing else is
- * special: no variables, globs, redirections or command separators. */
-static int split_words(char *line, char **argv, int max, const char **why)
-{
-	char *in = line, *out = line;
-	int argc = 0;
-
-	for (;;) {
-		while (*in == ' ' || *in == '\t')
-			in++;
-		if (!*in)
-			break;
-		if (argc == max) {
-			*why = "too many words";
-			return -1;
-		}
-		argv[argc++] = out;
-		while (*in && *in != ' ' && *in != '\t') {
-			char q = *in;
-			if (q == '\'' || q == '"') {
-				in++;
-				while (*in && *in != q) {
-					if (q == '"' && *in == '\\' && in[1])
-						in++;
-					*out++ = *in++;
-				}
-				if (!*in) {
-					*why = "unbalanced quote";
-					return -1;
-				}
-				in++;
-			} else if (q == '\\' && in[1]) {
-				in++;
-				*out++ = *in++;
-			} else {
-				*out++ = *in++;
-			}
-		}
-		if (*in)
-			in++;
-		*out++ = '\0';
-	}
-	argv[argc] = NULL;
-	return argc;
-}
-
 static enum end line_mode(struct conn *c, uint64_t deadline)
 {
 	char *argv[LINE_MAX_WORDS + 1];
@@ -926,7 +880,7 @@ static enum end line_mode(struct conn *c, uint64_t deadline)
 		rbuf_consume(c, nl ? (size_t)(nl - rbuf) + 1 : c->rlen);
 		if (memchr(strbuf, '\0', len)) {
 			queue_error(c, PROTO_ERR_BAD_REQUEST, "NUL byte in the line");
-		} else if ((argc = split_words(strbuf, argv, LINE_MAX_WORDS, &why)) < 0) {
+		} else if ((argc = words_split(strbuf, argv, LINE_MAX_WORDS, &why)) < 0) {
 			queue_error(c, PROTO_ERR_BAD_REQUEST, why);
 		} else if (argc > 0) {
 			enum end end = run_request(c, argc, argv, 0, NULL, 0, 0);

@@ -30,6 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "protocol.h"
+#include "words.h"
 #include "tcpexecd.h"
 
 #define EXIT_CLIENT 255          /* connection or protocol error, as ssh */
@@ -644,48 +645,6 @@ static _Noreturn void exit_like(const struct result *r)
 	exit(r->value);
 }
 
-/* The interactive prompt: the same word splitting as the server's line
- * mode (whitespace, '' and "" quotes, backslash), no shell syntax. */
-static int split_words(char *line, char **argv, int max)
-{
-	char *in = line, *out = line;
-	int argc = 0;
-
-	for (;;) {
-		while (*in == ' ' || *in == '\t' || *in == '\n' || *in == '\r')
-			in++;
-		if (!*in)
-			break;
-		if (argc == max)
-			return -1;
-		argv[argc++] = out;
-		while (*in && *in != ' ' && *in != '\t' && *in != '\n' && *in != '\r') {
-			char q = *in;
-			if (q == '\'' || q == '"') {
-				in++;
-				while (*in && *in != q) {
-					if (q == '"' && *in == '\\' && in[1])
-						in++;
-					*out++ = *in++;
-				}
-				if (!*in)
-					return -1;
-				in++;
-			} else if (q == '\\' && in[1]) {
-				in++;
-				*out++ = *in++;
-			} else {
-				*out++ = *in++;
-			}
-		}
-		if (*in)
-			in++;
-		*out++ = '\0';
-	}
-	argv[argc] = NULL;
-	return argc;
-}
-
 /* Read one line from fd 0 without stdio, so that poll() on fd 0 never
  * waits while a line already sits in a buffer. Returns 1 with a line, 0 at
  * EOF, or 128+N for a terminating signal received while waiting. */
@@ -737,6 +696,7 @@ static int interactive(int sigfd)
 {
 	char line[65536], *argv[MAX_LINE_WORDS + 1];
 	int tty = isatty(0), last = 0;
+	const char *why;
 
 	for (;;) {
 		struct result r;
@@ -754,9 +714,10 @@ static int interactive(int sigfd)
 		}
 		if (got == 0)
 			break;
-		argc = split_words(line, argv, MAX_LINE_WORDS);
+		/* The same word splitting as the server's line mode. */
+		argc = words_split(line, argv, MAX_LINE_WORDS, &why);
 		if (argc < 0) {
-			fprintf(stderr, "%s: unbalanced quote or too many words\n", progname);
+			fprintf(stderr, "%s: %s\n", progname, why);
 			last = EXIT_CLIENT;
 			continue;
 		}
