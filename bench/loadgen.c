@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "common.h"
 #include "hist.h"
 #include "protocol.h"
 
@@ -1130,27 +1131,6 @@ static void tls_setup(void)
 	}
 }
 
-/* Decode \n, \t, \r, \\ in place; returns the length. */
-static size_t unescape(char *s)
-{
-	char *w = s;
-
-	for (const char *r = s; *r; r++) {
-		if (*r != '\\' || !r[1]) {
-			*w++ = *r;
-			continue;
-		}
-		r++;
-		switch (*r) {
-		case 'n': *w++ = '\n'; break;
-		case 't': *w++ = '\t'; break;
-		case 'r': *w++ = '\r'; break;
-		default: *w++ = *r; break;
-		}
-	}
-	*w = '\0';
-	return (size_t)(w - s);
-}
 
 static uint64_t parse_u64(const char *s, const char *what, uint64_t lo, uint64_t hi, int sizes)
 {
@@ -1267,11 +1247,11 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'e':
 			opt.expect = optarg;
-			opt.expect_len = unescape(optarg);
+			opt.expect_len = bench_unescape(optarg);
 			break;
 		case 'p':
 			opt.payload = optarg;
-			opt.payload_len = unescape(optarg);
+			opt.payload_len = bench_unescape(optarg);
 			break;
 		case 'b':
 			opt.bytes = parse_u64(optarg, "bytes", 0, 1ull << 40, 1);

@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "hist.h"
 
 #define EXIT_USAGE 2
@@ -182,25 +183,6 @@ static void *job_main(void *arg)
 	return NULL;
 }
 
-static size_t unescape(char *s)
-{
-	char *w = s;
-
-	for (const char *r = s; *r; r++) {
-		if (*r != '\\' || !r[1]) {
-			*w++ = *r;
-			continue;
-		}
-		r++;
-		switch (*r) {
-		case 'n': *w++ = '\n'; break;
-		case 't': *w++ = '\t'; break;
-		default: *w++ = *r; break;
-		}
-	}
-	*w = '\0';
-	return (size_t)(w - s);
-}
 
 static uint64_t parse_u64(const char *s, const char *what, uint64_t lo, uint64_t hi)
 {
@@ -268,7 +250,7 @@ static void parse_args(int argc, char **argv)
 		}
 		case 'e':
 			opt.expect = optarg;
-			opt.expect_len = unescape(optarg);
+			opt.expect_len = bench_unescape(optarg);
 			break;
 		case 's':
 			opt.system = optarg;
