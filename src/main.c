@@ -15,6 +15,7 @@
 #include "daemonize.h"
 #include "log.h"
 #include "master.h"
+#include "runner.h"
 #include "systemd.h"
 #include "tcpexecd.h"
 #include "worker.h"
@@ -189,6 +190,7 @@ int main(int argc, char **argv)
 			log_open(LOG_TARGET_STDERR, NULL);
 			log_set_prefix(1);
 		}
+		runner_detach_terminal();
 		return worker_inetd(cfg);
 	}
 
@@ -204,5 +206,6 @@ int main(int argc, char **argv)
 		log_set_startup_fd(cli.opts.ready_fd);
 	}
 	setup_logging(cli.opts.mode, cfg);
+	runner_detach_terminal();
 	return master_run(&cli.opts, cfg);
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * The command child, started from a worker: fork, then in the child a new
- * session (its own process group, so timeouts and vanished clients kill
- * the whole group), default signal dispositions and an empty mask, the
+ * The command child, started from a worker: fork, then in the child its
+ * own process group (so timeouts and vanished clients kill the whole
+ * group), default signal dispositions and an empty mask, the
  * three pipes on fds 0-2 and nothing else, rlimits, gid/uid, working
  * directory, and execve of an absolute path with a clean environment.
  * Started with vfork(): an exec failure comes back as an errno in memory
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -28,6 +29,30 @@
 
 #define MAX_ENV (8 + 2 * CONFIG_MAX_ITEMS + 64)
 #define PIPE_BYTES (256 << 10)
+
+/* Set once at start, before any fork: commands need a session of their
+ * own only when the daemon keeps a controlling terminal it cannot drop. */
+static int new_session;
+
+/* A command must not reach a terminal through /dev/tty. A session of its
+ * own per command would ensure that, but each new session is also a new
+ * scheduling autogroup (sched_autogroup_enabled, the default on desktop
+ * and many server kernels): under load the kernel then starves those
+ * one-process groups behind the workers' group, and at 8 clients on 2 CPUs
+ * one request in a hundred waited 70-470 ms. So the daemon lets go of the
+ * terminal once, here, and commands only lead a process group of their own
+ * inside its session. Only a session leader cannot let go without hanging
+ * up its own session: then each command gets a new session, as before. */
+void runner_detach_terminal(void)
+{
+	int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+	if (fd < 0)
+		return; /* no controlling terminal */
+	if (getsid(0) == getpid() || ioctl(fd, TIOCNOTTY) < 0)
+		new_session = 1;
+	close(fd);
+}
 
 void runner_close_fd(int *fd)
 {
@@ -72,7 +97,7 @@ static CHILD_STACK_FN _Noreturn void child(const struct policy_exec *ex, const c
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	sigset_t none;
 
-	if (setsid() < 0)
+	if ((new_session ? setsid() : setpgid(0, 0)) < 0)
 		goto fail;
 	/* If the worker dies, so does the command (its own children are
 	 * reached by the master, through the scoreboard's process group). */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The command child: built from the policy's exec argv, started in its own
- * session and process group with a clean environment, reset signals, only
+ * process group with a clean environment, reset signals, only
  * stdin/stdout/stderr open, optional uid/gid, working directory and
  * rlimits. Called from a worker's session.
  */
@@ -31,6 +31,9 @@ struct runner_opts {
 	int merge_stderr;          /* line mode: one stream, in order */
 };
 
+/* Once at start, before the first fork: give up the controlling terminal
+ * (if any), so that commands never have one. */
+void runner_detach_terminal(void);
 /* Start the command. 0, or -1 with a reason in err (nothing left running).
  * The descriptors in r belong to the caller (runner_close). */
 int runner_start(const struct policy_exec *ex, const struct runner_opts *o,

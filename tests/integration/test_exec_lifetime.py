@@ -9,12 +9,14 @@ the command. Leftovers are found in /proc by a unique `sleep` argument.
 
 import os
 import signal
+import sys
 import time
 
 import pytest
 
-from execfix import LIVE, client_error, finish, procs_with_arg, read_until, rig, \
-    wait_for, wait_no_proc_with  # noqa: F401  (rig is a fixture)
+import harness
+from execfix import LIVE, Daemon, client_env, client_error, finish, procs_with_arg, \
+    read_until, rig, wait_for, wait_no_proc_with  # noqa: F401  (rig is a fixture)
 
 
 def test_background_child_does_not_outlive_linger(rig):
@@ -143,3 +145,95 @@ def test_command_that_stops_reading_stdin(rig, script):
     r = rig.run(d, ["stop"], input=os.urandom(10 << 20), timeout=60)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout) == (0 if script == "true" else 10)
+
+
+# Starts tcpexecd with a controlling terminal: argv[1] is the terminal,
+# argv[2] "leader" makes tcpexecd the session leader (exec), "member" a
+# member of the session this process leads (fork; SIGTERM is passed on).
+TTY_STARTER = r"""
+import fcntl, os, signal, sys, termios
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+os.close(fd)
+if sys.argv[2] == "leader":
+    os.execv(sys.argv[3], sys.argv[3:])
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[3], sys.argv[3:])
+signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+while True:
+    try:
+        _, st = os.waitpid(pid, 0)
+        break
+    except InterruptedError:
+        pass
+sys.exit(os.waitstatus_to_exitcode(st))
+"""
+
+
+class TtyDaemon(Daemon):
+    """tcpexecd -f started from a terminal, through TTY_STARTER."""
+
+    def __init__(self, tty, how, *args):
+        super().__init__(*args)
+        self.tty, self.how = tty, how
+
+    def spawn(self, argv, env, name="tcpexecd"):
+        return super().spawn([sys.executable, "-c", TTY_STARTER, self.tty, self.how, *argv],
+                             env, name)
+
+    def master_pid(self):
+        if self.how == "leader":
+            return self.pid
+        return harness.children(self.pid)[0].pid
+
+
+# What the command sees: its /proc stat line (pid, pgrp, session, tty_nr
+# are fields 1, 5, 6, 7) and whether /dev/tty opens.
+WHO_AM_I = "cat /proc/$$/stat; if (: </dev/tty) 2>/dev/null; then echo tty; else echo notty; fi"
+
+
+@pytest.mark.parametrize("how", ["none", "member", "leader"])
+def test_command_has_no_terminal_and_its_own_group(rig, how):
+    # A command leads its own process group (that is how a timeout or a
+    # vanished client reaches all of it) and can never reach a terminal,
+    # even when tcpexecd -f was started from one. Unless tcpexecd leads its
+    # session (then only a new session per command parts it from the
+    # terminal), commands stay in tcpexecd's session: a new session per
+    # command would also be a new scheduling autogroup each.
+    commands = {"who": {"shell": "yes", "script": WHO_AM_I}}
+    master_fd = None
+    if how == "none":
+        d = rig.daemon(commands)
+        master = d.pid
+    else:
+        master_fd, slave_fd = os.openpty()
+        tty = os.ttyname(slave_fd)
+        os.close(slave_fd)
+        keys = {"listen": "127.0.0.1:0", "control_socket": str(rig.sockdir / "ctl"),
+                "workers": 2}
+        d = TtyDaemon(tty, how, rig.tmp / "tcpexecd-tty.conf", keys, commands,
+                      client_env())
+        rig.daemons.append(d)
+        d.start()
+        master = d.master_pid()
+    try:
+        r = rig.run(d, ["who"])
+        assert r.returncode == 0, r.stderr
+        stat, answer = r.stdout.decode().splitlines()
+        fields = stat[stat.rindex(")") + 2:].split()
+        pid, pgrp, session, tty_nr = int(stat.split()[0]), int(fields[2]), \
+            int(fields[3]), int(fields[4])
+        assert pgrp == pid, "the command does not lead its own process group"
+        assert (tty_nr, answer) == (0, "notty"), "the command has a controlling terminal"
+        expected_session = pid if how == "leader" else os.getsid(master)
+        assert session == expected_session, (how, session, pid, os.getsid(master))
+        if how == "member":
+            assert harness.proc_stat(master) is not None
+            with open(f"/proc/{master}/stat") as f:
+                daemon_tty = int(f.read().rsplit(")", 1)[1].split()[4])
+            assert daemon_tty == 0, "tcpexecd kept its controlling terminal"
+    finally:
+        d.cleanup()
+        if master_fd is not None:
+            os.close(master_fd)
