@@ -2,14 +2,19 @@
 """
 Pool sizing: the pool grows under concurrent clients up to max_workers and
 never beyond, shrinks back to the floor when idle, and SIGTTIN / SIGTTOU move
-the floor by one.
+the floor by one. While the CPUs are busy, it grows only when its workers
+stop taking connections.
 """
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
-from conftest import Conn, children, readable, wait_for
+from conftest import Conn, children, exchange, readable, wait_for
+from harness import kill_idents, proc_stat
 
 
 class Sampler(threading.Thread):
@@ -93,3 +98,70 @@ def test_ttin_ttou_move_the_floor(start_daemon):
     assert len(d.workers()) == 2
     assert d.running()
     d.exchange()
+
+
+# One busy loop per CPU, each ending by itself after `seconds`.
+BURNER = "import sys, time\nt = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < t: pass\n"
+
+
+def start_burners(seconds):
+    return [subprocess.Popen([sys.executable, "-c", BURNER, str(seconds)],
+                             start_new_session=True) for _ in range(os.cpu_count() or 1)]
+
+
+def stop_burners(burners):
+    kill_idents([st.ident for p in burners if (st := proc_stat(p.pid))])
+    for p in burners:
+        p.wait(10)
+
+
+def test_pool_holds_while_cpus_are_busy_and_grows_when_workers_are_held(start_daemon):
+    # With every CPU busy, a worker more would only compete for them: while
+    # the workers keep taking connections, waiting clients are served in
+    # order from the listen queue and the pool stays as it is, although
+    # min_spare is not met. Workers held by clients that send nothing take
+    # no new connections, and then the pool grows all the same.
+    d = start_daemon({"workers": 2, "min_spare": 2, "max_spare": 8, "max_workers": 8})
+    d.wait_workers(2)
+    burners = start_burners(30)
+    stop = threading.Event()
+    served = []
+    errors = []
+
+    def client():
+        while not stop.is_set():
+            try:
+                served.append(exchange(d.addr(), timeout=15))
+            except Exception as e:  # reported below, with the sample
+                errors.append(repr(e))
+                return
+
+    try:
+        time.sleep(2.5)  # two ticks see the busy CPUs
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+        sampler = Sampler(d.pid, max_seconds=10)
+        sampler.start()
+        for t in threads:
+            t.start()
+        time.sleep(4.0)
+        stop.set()
+        for t in threads:
+            t.join(20)
+        sampler.stop.set()
+        sampler.join(5)
+        assert not errors, errors
+        assert len(served) >= 8, f"only {len(served)} requests served in 4 s"
+        assert max(sampler.samples) == 2, \
+            f"the pool grew while the CPUs were busy and work flowed: {sampler.samples}"
+
+        # Four sessions that stay open hold both workers and two more.
+        socks = [d.open() for _ in range(4)]
+        try:
+            conns = [Conn(s, timeout=15) for s in socks]
+            assert len({c.worker_pid for c in conns}) == 4
+        finally:
+            for s in socks:
+                s.close()
+    finally:
+        stop.set()
+        stop_burners(burners)
