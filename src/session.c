@@ -8,6 +8,7 @@
  * request.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +40,8 @@
 #define LINGER_MS 200               /* lingering close: drain before close */
 #define SEND_HOLD_MS 1              /* small output waits this long for more */
 #define SEND_NOW_BYTES (16u << 10)  /* ... unless there is this much */
+#define SPLICE_MIN (64u << 10)      /* output spliced, not copied, from here */
+#define SPLICE_DRAIN_MS 1000        /* an unfinished splice at the end */
 
 /* Buffers live for the worker's lifetime: no allocation per connection.
  * rbuf holds the largest frame the configuration accepts; untouched pages
@@ -50,6 +54,10 @@ static uint8_t obuf[OBUF_CAP] __attribute__((aligned(PAGE)));
  * or a stream touched (an idle worker stays small). */
 static size_t rbuf_hw, obuf_hw;
 #define KEEP_BYTES (64u << 10)
+/* The unread input. Frames are consumed from the front by moving roff, and
+ * the rest is moved down only when the end of rbuf is reached: a stream of
+ * large STDIN frames is not copied again inside rbuf for each frame. */
+#define RBUF(c) (rbuf + (c)->roff)
 
 enum end {
 	END_OK = 0,       /* go on with the connection */
@@ -64,9 +72,13 @@ struct conn {
 	const struct sockaddr *peer;
 	char host[64];
 	unsigned port;
-	size_t rlen;        /* bytes in rbuf */
+	size_t roff, rlen;  /* unread bytes are rbuf[roff, roff + rlen) */
 	size_t rcap;        /* max_frame + header */
 	size_t olen, ooff;  /* obuf: pending bytes are [ooff, olen) */
+	/* A frame's payload on its way from a command pipe to the socket by
+	 * splice(2): it goes after obuf[.., splice_at), before the rest. */
+	size_t splice_left, splice_at;
+	int splice_fd;
 	int eof;            /* the client sent FIN */
 	int raw;            /* line mode: no framing on output */
 	struct tls_conn *tls;   /* NULL on a plaintext connection */
@@ -99,13 +111,23 @@ static int check_signals(int sigfd)
 	return 0;
 }
 
+/* Make room at the end of obuf for one more chunk, moving the unsent bytes
+ * down only when the end is too near: while the client keeps up, output
+ * is not copied again inside obuf. */
 static void obuf_compact(struct conn *c)
 {
-	if (c->ooff == 0)
+	if (c->ooff == 0 || OBUF_CAP - c->olen >= CHUNK + PROTO_HEADER_LEN)
 		return;
 	memmove(obuf, obuf + c->ooff, c->olen - c->ooff);
 	c->olen -= c->ooff;
+	if (c->splice_left)
+		c->splice_at -= c->ooff;
 	c->ooff = 0;
+}
+
+static int out_pending(const struct conn *c)
+{
+	return c->olen > c->ooff || c->splice_left;
 }
 
 /* Socket I/O, plain or TLS: > 0 bytes, 0 EOF (read only), -1 would block
@@ -141,7 +163,7 @@ static short conn_events(const struct conn *c, int want_read)
 
 	if (want_read)
 		ev |= c->tls && c->rd_wants ? c->rd_wants : POLLIN;
-	if (c->olen > c->ooff)
+	if (out_pending(c))
 		ev |= c->tls && c->wr_wants ? c->wr_wants : POLLOUT;
 	return ev;
 }
@@ -152,17 +174,37 @@ static int conn_buffered(const struct conn *c)
 	return c->tls && c->rlen < c->rcap && tls_pending(c->tls) > 0;
 }
 
-/* Write what the socket takes now. -1 when the client is gone. */
+/* Write what the socket takes now: obuf up to a pending splice, the
+ * spliced payload, then the rest. -1 when the client is gone. */
 static int conn_write(struct conn *c)
 {
 	c->wr_wants = 0;
-	while (c->ooff < c->olen) {
-		long n = io_send(c, obuf + c->ooff, c->olen - c->ooff);
+	for (;;) {
+		size_t end = c->splice_left ? c->splice_at : c->olen;
+		ssize_t n;
+
+		while (c->ooff < end) {
+			long w = io_send(c, obuf + c->ooff, end - c->ooff);
+			if (w > 0) {
+				c->ooff += (size_t)w;
+				continue;
+			}
+			return w == -1 ? 0 : -1;
+		}
+		if (!c->splice_left)
+			break;
+		n = splice(c->splice_fd, NULL, c->fd, NULL, c->splice_left,
+			   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 		if (n > 0) {
-			c->ooff += (size_t)n;
+			c->splice_left -= (size_t)n;
 			continue;
 		}
-		return n == -1 ? 0 : -1;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return 0;
+		/* The pipe held these bytes (FIONREAD) and only we read it:
+		 * a failure here is the socket's. */
+		c->splice_left = 0;
+		return -1;
 	}
 	c->ooff = c->olen = 0;
 	return 0;
@@ -174,11 +216,17 @@ static int conn_read(struct conn *c)
 {
 	c->rd_wants = 0;
 	while (c->rlen < c->rcap && !c->eof) {
-		long n = io_recv(c, rbuf + c->rlen, c->rcap - c->rlen);
+		long n;
+
+		if (c->roff + c->rlen >= c->rcap) {
+			memmove(rbuf, RBUF(c), c->rlen);
+			c->roff = 0;
+		}
+		n = io_recv(c, rbuf + c->roff + c->rlen, c->rcap - c->roff - c->rlen);
 		if (n > 0) {
 			c->rlen += (size_t)n;
-			if (c->rlen > rbuf_hw)
-				rbuf_hw = c->rlen;
+			if (c->roff + c->rlen > rbuf_hw)
+				rbuf_hw = c->roff + c->rlen;
 			continue;
 		}
 		if (n == 0) {
@@ -194,8 +242,8 @@ static int conn_read(struct conn *c)
 
 static void rbuf_consume(struct conn *c, size_t n)
 {
-	memmove(rbuf, rbuf + n, c->rlen - n);
 	c->rlen -= n;
+	c->roff = c->rlen ? c->roff + n : 0;
 }
 
 /* Wait until the socket is readable (want_read) or obuf drained, or the
@@ -227,7 +275,7 @@ static int conn_wait(struct conn *c, int want_read, uint64_t deadline)
 			c->retiring = 1;
 			return 1; /* the caller looks again, now knowing */
 		}
-		if (p[0].revents && c->olen > c->ooff && conn_write(c) < 0)
+		if (p[0].revents && out_pending(c) && conn_write(c) < 0)
 			return -1;
 		if (p[0].revents & (POLLERR | POLLHUP) && !(p[0].revents & POLLIN))
 			return -1;
@@ -378,12 +426,12 @@ static void signals_ahead(struct conn *c, const struct runner *r)
 	size_t off = 0;
 	long n;
 
-	while ((n = proto_frame_parse(rbuf + off, c->rlen - off, c->cfg->max_frame, &f)) > 0) {
+	while ((n = proto_frame_parse(RBUF(c) + off, c->rlen - off, c->cfg->max_frame, &f)) > 0) {
 		int sig;
 		if (off > 0 && f.type == PROTO_SIGNAL) {
 			if (proto_decode_signal(&f, &sig) == 0 && signal_allowed(sig))
 				runner_signal(r, sig);
-			memmove(rbuf + off, rbuf + off + n, c->rlen - off - (size_t)n);
+			memmove(RBUF(c) + off, RBUF(c) + off + n, c->rlen - off - (size_t)n);
 			c->rlen -= (size_t)n;
 			continue;
 		}
@@ -402,7 +450,7 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 	struct proto_frame f;
 	long n;
 
-	while ((n = proto_frame_parse(rbuf, c->rlen, c->cfg->max_frame, &f)) > 0) {
+	while ((n = proto_frame_parse(RBUF(c), c->rlen, c->cfg->max_frame, &f)) > 0) {
 		int sig;
 
 		switch (f.type) {
@@ -459,8 +507,29 @@ static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
 {
 	size_t hdr = c->raw ? 0 : PROTO_HEADER_LEN, room;
 	ssize_t n;
+	int avail;
 
 	obuf_compact(c);
+	/* A large output on a plaintext connection goes from the pipe to the
+	 * socket by splice(2), which hands the pipe's pages to TCP instead of
+	 * copying them in and out of obuf. Near the output limit, the copy
+	 * path below tells where the limit falls. */
+	if (!c->tls && ioctl(*fd, FIONREAD, &avail) == 0 && (size_t)avail >= SPLICE_MIN &&
+	    (!limit || oc->bytes_out + (uint64_t)avail <= limit)) {
+		size_t len = (size_t)avail;
+		if (len > CHUNK)
+			len = CHUNK;
+		if (!c->raw && len > c->out_max)
+			len = c->out_max;
+		if (!c->raw)
+			proto_put_header(obuf + c->olen, type, (uint32_t)len);
+		c->olen += hdr;
+		c->splice_at = c->olen;
+		c->splice_left = len;
+		c->splice_fd = *fd;
+		oc->bytes_out += len;
+		return;
+	}
 	room = OBUF_CAP - c->olen - hdr;
 	if (room > CHUNK)
 		room = CHUNK;
@@ -487,6 +556,27 @@ static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
 	if (c->olen > obuf_hw)
 		obuf_hw = c->olen;
 	oc->bytes_out += (uint64_t)n;
+}
+
+/* Send a pending splice within SPLICE_DRAIN_MS. 0, or -1 if it could not. */
+static int splice_drain(struct conn *c)
+{
+	uint64_t until = now_ms() + SPLICE_DRAIN_MS;
+
+	while (c->splice_left) {
+		struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+		uint64_t now = now_ms();
+
+		if (conn_write(c) < 0)
+			return -1;
+		if (!c->splice_left)
+			break;
+		if (now >= until || poll(&p, 1, (int)(until - now)) < 0) {
+			c->splice_left = 0;
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* Run one allowed command and relay until it is over. */
@@ -531,8 +621,10 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 		}
 
 		obuf_compact(c);
-		out_room = OBUF_CAP - c->olen >= CHUNK + PROTO_HEADER_LEN;
-		send_now = c->olen > c->ooff && now >= send_at;
+		/* No more output is read while a splice is under way: its
+		 * pipe's next bytes must come after it. */
+		out_room = OBUF_CAP - c->olen >= CHUNK + PROTO_HEADER_LEN && !c->splice_left;
+		send_now = out_pending(c) && now >= send_at;
 		p[0] = (struct pollfd){ .fd = c->fd,
 			.events = conn_events(c, c->rlen < c->rcap && !c->eof) };
 		if (!send_now)
@@ -566,7 +658,7 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 		/* POLLHUP: both directions are shut, nobody reads the output. */
 		if (p[0].revents & (POLLHUP | POLLERR))
 			goto vanished;
-		if (p[0].revents && c->olen > c->ooff && conn_write(c) < 0)
+		if (p[0].revents && out_pending(c) && conn_write(c) < 0)
 			goto vanished;
 		if (p[0].revents & (POLLIN | POLLOUT) || conn_buffered(c)) {
 			if (conn_read(c) < 0)
@@ -589,21 +681,28 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 		/* Output goes out at once when there is a lot of it, else within
 		 * SEND_HOLD_MS: a short command's output, its end and the final
 		 * status then leave in one write instead of three. */
-		if (c->olen == c->ooff) {
+		if (!out_pending(c)) {
 			send_at = UINT64_MAX;
 		} else if (send_at == UINT64_MAX) {
 			send_at = now_ms() + SEND_HOLD_MS;
 		}
-		if (c->olen - c->ooff >= SEND_NOW_BYTES)
+		if (c->olen - c->ooff >= SEND_NOW_BYTES || c->splice_left)
 			send_at = 0;
-		if (c->olen > c->ooff && now_ms() >= send_at && conn_write(c) < 0)
+		if (out_pending(c) && now_ms() >= send_at && conn_write(c) < 0)
 			goto vanished;
 	}
+	/* The loop can end with a splice under way (the runtime limit, the
+	 * output limit on stderr, SIGTERM): its pipe is closed below, so the
+	 * payload goes out now, or the connection ends without a final frame
+	 * rather than with a broken one. */
+	if (c->splice_left && splice_drain(c) < 0)
+		goto vanished;
 	goto done;
 
 vanished:
 	snprintf(oc->why, sizeof(oc->why), "client vanished");
 	end = END_CLOSE;
+	c->splice_left = 0;
 done:
 	if (!oc->exited && runner_peek(r, &oc->status))
 		oc->exited = 1;
@@ -700,7 +799,7 @@ static int next_frame(struct conn *c, uint64_t deadline, int timeout_code, size_
 		      struct proto_frame *f, long *used)
 {
 	for (;;) {
-		long n = proto_frame_parse(rbuf, c->rlen, max, f);
+		long n = proto_frame_parse(RBUF(c), c->rlen, max, f);
 		int w;
 
 		if (n > 0) {
@@ -785,7 +884,7 @@ static enum end framed(struct conn *c, uint64_t handshake_deadline)
 	 * HELLO_OK leaves with the first reply; otherwise at once. */
 	{
 		struct proto_frame next;
-		if (!(proto_frame_parse(rbuf, c->rlen, c->cfg->max_frame, &next) > 0 &&
+		if (!(proto_frame_parse(RBUF(c), c->rlen, c->cfg->max_frame, &next) > 0 &&
 		      next.type == PROTO_REQUEST) && conn_write(c) < 0)
 			return END_CLOSE;
 	}
@@ -837,7 +936,7 @@ static enum end line_mode(struct conn *c, uint64_t deadline)
 	/* Lines have their own limit, whatever max_frame says. */
 	c->rcap = LINE_MAX_LEN;
 	for (;;) {
-		uint8_t *nl = memchr(rbuf, '\n', c->rlen);
+		uint8_t *nl = memchr(RBUF(c), '\n', c->rlen);
 		size_t len;
 		const char *why = NULL;
 		int argc, w;
@@ -865,19 +964,19 @@ static enum end line_mode(struct conn *c, uint64_t deadline)
 				return END_CLOSE;
 			}
 		}
-		if ((!nl && c->rlen >= LINE_MAX_LEN) || (nl && nl - rbuf >= (long)LINE_MAX_LEN)) {
+		if ((!nl && c->rlen >= LINE_MAX_LEN) || (nl && nl - RBUF(c) >= (long)LINE_MAX_LEN)) {
 			queue_error(c, PROTO_ERR_TOO_LARGE, "line longer than 65536 bytes");
 			flush(c);
 			return END_CLOSE;
 		}
 		if (c->rlen == 0)
 			return END_CLOSE; /* EOF after the last line */
-		len = nl ? (size_t)(nl - rbuf) : c->rlen;
-		if (len && rbuf[len - 1] == '\r')
+		len = nl ? (size_t)(nl - RBUF(c)) : c->rlen;
+		if (len && RBUF(c)[len - 1] == '\r')
 			len--;
-		memcpy(strbuf, rbuf, len);
+		memcpy(strbuf, RBUF(c), len);
 		strbuf[len] = '\0';
-		rbuf_consume(c, nl ? (size_t)(nl - rbuf) + 1 : c->rlen);
+		rbuf_consume(c, nl ? (size_t)(nl - RBUF(c)) + 1 : c->rlen);
 		if (memchr(strbuf, '\0', len)) {
 			queue_error(c, PROTO_ERR_BAD_REQUEST, "NUL byte in the line");
 		} else if ((argc = words_split(strbuf, argv, LINE_MAX_WORDS, &why)) < 0) {
@@ -1066,7 +1165,7 @@ int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *
 	}
 	if (c.rlen == 0)
 		goto out;
-	if (proto_is_framed(rbuf[0])) {
+	if (proto_is_framed(RBUF(&c)[0])) {
 		end = framed(&c, deadline);
 	} else if (line_mode_allowed(&c)) {
 		end = line_mode(&c, deadline);

@@ -47,6 +47,34 @@ def test_10mb_binary_round_trip_through_cat(rig):
         ("exit:0", str(len(data)), str(len(data)))
 
 
+def test_large_blocks_on_both_streams_stay_apart_and_in_order(rig, tmp_path):
+    # Blocks of this size leave the daemon by splice(2) (64 KiB or more
+    # waiting in a pipe); stdout and stderr take turns, and neither stream
+    # may lose, repeat or reorder a byte, nor take one from the other.
+    blob = tmp_path / "blob"
+    data = os.urandom(300_000)
+    blob.write_bytes(data)
+    script = ('i=0; while [ $i -lt 30 ]; do head -c 200000 "$1"; '
+              'head -c 150000 "$1" >&2; i=$((i+1)); done')
+    d = rig.daemon({"blocks": {"shell": "yes", "script": script, "args": "any"}})
+    r = rig.run(d, ["blocks", str(blob)], timeout=60)
+    assert r.returncode == 0, r.stderr[-300:]
+    assert len(r.stdout) == 30 * 200_000 and len(r.stderr) == 30 * 150_000
+    assert r.stdout == data[:200_000] * 30
+    assert r.stderr == data[:150_000] * 30
+
+
+def test_output_limit_falls_exactly_on_a_large_output(rig, tmp_path):
+    blob = tmp_path / "blob"
+    data = os.urandom(5 << 20)
+    blob.write_bytes(data)
+    d = rig.daemon({"big": {"path": "/bin/cat", "arg": str(blob), "output_limit": "1M"}})
+    r = rig.run(d, ["big"], timeout=60)
+    assert r.returncode == 255
+    assert client_error(r.stderr) == "output limit exceeded", r.stderr
+    assert r.stdout == data[:1 << 20]
+
+
 def test_400k_line_without_newline_through_cat(rig):
     d = rig.daemon({"cat": {"path": "/bin/cat"}})
     line = bytes(0x41 + (i * 7) % 26 for i in range(400 << 10))
