@@ -509,6 +509,10 @@ static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
 	ssize_t n;
 	int avail;
 
+	/* Both pipes may be readable in one turn of the loop: after one has
+	 * started a splice, the other waits for it to end. */
+	if (c->splice_left)
+		return;
 	obuf_compact(c);
 	/* A large output on a plaintext connection goes from the pipe to the
 	 * socket by splice(2), which hands the pipe's pages to TCP instead of
