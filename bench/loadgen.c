@@ -45,12 +45,15 @@
 #define MAX_ARGS 64
 #define MAX_FAIL_MSGS 8
 /* Streaming: data is a pattern of a prime length, so that a lost, repeated
- * or reordered 64 KiB block can never line up with the expected bytes. */
+ * or reordered block can never line up with the expected bytes. */
 #define PATLEN 65521u
-#define CHUNK (64u << 10)
-/* What we accept from the server in one frame: we announce no MAX_PAYLOAD,
- * which means 64 KiB (the tcpexec client does the same). */
-#define RBUF (PROTO_DEFAULT_MAX_PAYLOAD + PROTO_HEADER_LEN)
+/* One STDIN frame, or one raw send, while streaming: as the tcpexec client. */
+#define CHUNK (256u << 10)
+/* What we accept from the server in one frame: streaming announces 1 MiB,
+ * as the tcpexec client does; the request modes announce nothing, which
+ * means 64 KiB. */
+#define STREAM_PAYLOAD (1u << 20)
+#define RBUF (STREAM_PAYLOAD + PROTO_HEADER_LEN)
 #define NRPE_PKT 1036 /* sizeof(v2_packet) in nrpe's common.h, with padding */
 #define NRPE_BUF 1024
 #define PSK_ID_MAX 128          /* as tcpexecd's tls_psk_file */
@@ -458,7 +461,8 @@ static ssize_t conn_read(struct client *c, int fd, void *buf, size_t cap, uint64
 static void framed_build(struct client *c, const char *const *argv)
 {
 	struct proto_hello h = { .version = PROTO_VERSION, .auth_method = -1,
-				 .software = "loadgen", .software_len = 7 };
+				 .software = "loadgen", .software_len = 7,
+				 .max_payload = opt.mode == M_STREAM ? STREAM_PAYLOAD : 0 };
 	long n;
 	size_t off;
 
@@ -573,7 +577,8 @@ static int framed_finish(struct client *c, int fd, uint64_t deadline, int first,
 		struct proto_frame f;
 		long n;
 
-		while ((n = proto_frame_parse(c->rbuf, c->rlen, PROTO_DEFAULT_MAX_PAYLOAD, &f)) > 0) {
+		while ((n = proto_frame_parse(c->rbuf, c->rlen, opt.mode == M_STREAM ? STREAM_PAYLOAD
+						    : PROTO_DEFAULT_MAX_PAYLOAD, &f)) > 0) {
 			switch (f.type) {
 			case PROTO_HELLO_OK: {
 				struct proto_hello h;

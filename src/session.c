@@ -41,6 +41,7 @@
 #define SEND_HOLD_MS 1              /* small output waits this long for more */
 #define SEND_NOW_BYTES (16u << 10)  /* ... unless there is this much */
 #define SPLICE_MIN (64u << 10)      /* output spliced, not copied, from here */
+#define STDIN_SPLICE_MIN (32u << 10) /* the part of a STDIN frame read into rbuf */
 #define SPLICE_DRAIN_MS 1000        /* an unfinished splice at the end */
 
 /* Buffers live for the worker's lifetime: no allocation per connection.
@@ -74,6 +75,11 @@ struct conn {
 	unsigned port;
 	size_t roff, rlen;  /* unread bytes are rbuf[roff, roff + rlen) */
 	size_t rcap;        /* max_frame + header */
+	size_t rmax;        /* while a command runs: read at most this, 0 = rcap */
+	/* The rest of a large STDIN frame, still in the socket: it goes to the
+	 * command's stdin by splice(2), or is dropped once stdin is closed. */
+	size_t in_splice, in_discard;
+	int in_gone;        /* the socket ended or failed during a splice */
 	size_t olen, ooff;  /* obuf: pending bytes are [ooff, olen) */
 	/* A frame's payload on its way from a command pipe to the socket by
 	 * splice(2): it goes after obuf[.., splice_at), before the rest. */
@@ -210,12 +216,22 @@ static int conn_write(struct conn *c)
 	return 0;
 }
 
+static void rbuf_consume(struct conn *c, size_t n);
+
+/* Is there room in rbuf for more input (at most rmax while set)? */
+static int rbuf_room(const struct conn *c)
+{
+	return c->rlen < (c->rmax && c->rmax < c->rcap ? c->rmax : c->rcap);
+}
+
 /* Read what the socket has now into rbuf. -1 on a reset, 0 otherwise
  * (c->eof is set on FIN). */
 static int conn_read(struct conn *c)
 {
 	c->rd_wants = 0;
-	while (c->rlen < c->rcap && !c->eof) {
+	if (c->in_splice)
+		return 0; /* the next bytes are the command's, by splice */
+	while (rbuf_room(c) && !c->eof) {
 		long n;
 
 		if (c->roff + c->rlen >= c->rcap) {
@@ -227,6 +243,11 @@ static int conn_read(struct conn *c)
 			c->rlen += (size_t)n;
 			if (c->roff + c->rlen > rbuf_hw)
 				rbuf_hw = c->roff + c->rlen;
+			if (c->in_discard) {
+				size_t d = c->in_discard < c->rlen ? c->in_discard : c->rlen;
+				rbuf_consume(c, d);
+				c->in_discard -= d;
+			}
 			continue;
 		}
 		if (n == 0) {
@@ -444,12 +465,104 @@ static void signals_ahead(struct conn *c, const struct runner *r)
  * rest waits in rbuf (back-pressure: rbuf fills, the socket is no longer
  * read, the client's sends block). Returns 1 when the command's stdin pipe
  * is full, 0 when every whole frame was used, -1 on a protocol error. */
+/* Move the rest of a large STDIN frame from the socket to the command's
+ * stdin. 1 when the pipe is full, 0 when the socket has no more for now
+ * (or the frame is done); c->in_gone when the client left mid-frame. */
+static int splice_stdin(struct conn *c, struct runner *r, struct outcome *oc)
+{
+	while (c->in_splice) {
+		ssize_t n = splice(c->fd, NULL, r->in_fd, NULL,
+				   c->in_splice < CHUNK ? c->in_splice : CHUNK,
+				   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		if (n > 0) {
+			c->in_splice -= (size_t)n;
+			oc->bytes_in += (uint64_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			/* The socket is empty or the pipe full: a pipe with
+			 * room for one more buffer is writable. */
+			struct pollfd pp = { .fd = r->in_fd, .events = POLLOUT };
+			return poll(&pp, 1, 0) == 1 && (pp.revents & POLLOUT) ? 0 : 1;
+		}
+		if (n < 0 && errno == EPIPE) {
+			/* The command closed its stdin: the rest of the frame
+			 * is read and dropped, as a pipe would. */
+			runner_close_fd(&r->in_fd);
+			c->in_discard = c->in_splice;
+			c->in_splice = 0;
+			return 0;
+		}
+		c->in_gone = 1; /* EOF in mid-frame, or a reset */
+		return 0;
+	}
+	return 0;
+}
+
+/* A STDIN frame too large to pass through rbuf cheaply, whose payload is
+ * still arriving: write what rbuf has of it, then splice the rest. Only on
+ * plaintext (rmax set); 1 when the pipe is full, 0 otherwise, -1 for a
+ * frame that cannot come now. */
+static int start_stdin_splice(struct conn *c, struct runner *r, size_t *stdin_off,
+			      struct outcome *oc)
+{
+	const uint8_t *h = RBUF(c);
+	size_t plen, have;
+
+	if (!c->rmax || c->rlen < PROTO_HEADER_LEN)
+		return 0;
+	plen = (size_t)h[1] << 24 | (size_t)h[2] << 16 | (size_t)h[3] << 8 | h[4];
+	have = c->rlen - PROTO_HEADER_LEN;
+	if (h[0] != PROTO_STDIN) {
+		/* Only STDIN frames may be larger than rmax: another one
+		 * could never be read whole while the command runs. */
+		if (PROTO_HEADER_LEN + plen <= c->rmax)
+			return 0;
+		snprintf(oc->why, sizeof(oc->why), "unexpected %s frame while a command runs",
+			 proto_type_name(h[0]));
+		oc->error = PROTO_ERR_BAD_REQUEST;
+		return -1;
+	}
+	if (plen < STDIN_SPLICE_MIN || have >= plen)
+		return 0;
+	if (r->in_fd < 0) {
+		/* Nobody reads it: dropped as it comes. */
+		c->in_discard = plen - have;
+		*stdin_off = 0;
+		rbuf_consume(c, c->rlen);
+		return 0;
+	}
+	if (*stdin_off < have) {
+		ssize_t w = write(r->in_fd, h + PROTO_HEADER_LEN + *stdin_off, have - *stdin_off);
+		if (w < 0 && errno == EAGAIN) {
+			signals_ahead(c, r);
+			return 1;
+		}
+		if (w < 0) {
+			runner_close_fd(&r->in_fd); /* the frame is dropped as it comes */
+			return 0;
+		}
+		*stdin_off += (size_t)w;
+		oc->bytes_in += (uint64_t)w;
+		if (*stdin_off < have)
+			return 1;
+	}
+	c->in_splice = plen - have;
+	*stdin_off = 0;
+	rbuf_consume(c, c->rlen);
+	return splice_stdin(c, r, oc);
+}
+
 static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 			struct outcome *oc)
 {
 	struct proto_frame f;
 	long n;
 
+	if (c->in_splice)
+		return splice_stdin(c, r, oc);
 	while ((n = proto_frame_parse(RBUF(c), c->rlen, c->cfg->max_frame, &f)) > 0) {
 		int sig;
 
@@ -497,7 +610,7 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 		oc->error = n == -EMSGSIZE ? PROTO_ERR_TOO_LARGE : PROTO_ERR_BAD_REQUEST;
 		return -1;
 	}
-	return 0;
+	return start_stdin_splice(c, r, stdin_off, oc);
 }
 
 /* Move one chunk from a command pipe into obuf, framed (or raw in line
@@ -595,6 +708,11 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 	enum end end = END_OK;
 	int stdin_full = 0, send_now;
 
+	/* Large STDIN frames on plaintext: read at most their first
+	 * STDIN_SPLICE_MIN bytes into rbuf, and splice the rest
+	 * (start_stdin_splice). A smaller frame always fits. */
+	c->rmax = c->tls || c->raw ? 0 : PROTO_HEADER_LEN + STDIN_SPLICE_MIN;
+
 	for (;;) {
 		uint64_t now = now_ms(), next;
 		int out_room, t;
@@ -605,6 +723,8 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 			end = END_CLOSE;
 			break;
 		}
+		if (c->in_gone)
+			goto vanished;
 		if (oc->error == PROTO_ERR_OUTPUT_LIMIT)
 			break;
 		if (oc->exited && r->out_fd < 0 && r->err_fd < 0)
@@ -630,9 +750,11 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 		out_room = OBUF_CAP - c->olen >= CHUNK + PROTO_HEADER_LEN && !c->splice_left;
 		send_now = out_pending(c) && now >= send_at;
 		p[0] = (struct pollfd){ .fd = c->fd,
-			.events = conn_events(c, c->rlen < c->rcap && !c->eof) };
+			.events = conn_events(c, rbuf_room(c) && !c->eof && !c->in_splice) };
 		if (!send_now)
 			p[0].events &= (short)~POLLOUT;
+		if (c->in_splice && !stdin_full)
+			p[0].events |= POLLIN; /* for splice_stdin, not conn_read */
 		p[1] = (struct pollfd){ .fd = c->ctx->sigfd, .events = POLLIN };
 		p[2] = (struct pollfd){ .fd = out_room ? r->out_fd : -1, .events = POLLIN };
 		p[3] = (struct pollfd){ .fd = out_room ? r->err_fd : -1, .events = POLLIN };
@@ -708,6 +830,10 @@ vanished:
 	end = END_CLOSE;
 	c->splice_left = 0;
 done:
+	/* What is left of a frame being spliced is not a frame: drop it. */
+	c->in_discard += c->in_splice;
+	c->in_splice = 0;
+	c->rmax = 0;
 	if (!oc->exited && runner_peek(r, &oc->status))
 		oc->exited = 1;
 	if (!oc->exited) {

@@ -212,3 +212,78 @@ def test_half_close_mid_command_kills_it(rig):
     a = d.wait_audit("slow")[0]
     assert a["status"] != "exit:0", a
     still_serves(rig, d)
+
+
+def send_in_thread(sock, data):
+    t = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+    t.start()
+    return t
+
+
+def read_stdout_until_exit(f, limit=4 << 20):
+    out = b""
+    for _ in range(10000):
+        t, payload = f.next()
+        if t == EXIT:
+            return out, payload
+        assert t == STDOUT, (t, payload[:80])
+        out += payload
+        assert len(out) <= limit
+    raise AssertionError("no EXIT frame")
+
+
+@pytest.mark.parametrize("size", [900 << 10, (1 << 20) - 5])
+def test_large_stdin_frames_arrive_whole(rig, size):
+    # A STDIN frame this large passes mostly by splice(2) from the socket
+    # into the command's stdin; bytes must neither be lost nor be taken for
+    # frame headers, and the connection serves its next request after.
+    d = rig.daemon({"cat": {"path": "/bin/cat"}, **ECHO}, **ONE_WORKER)
+    data = bytes((i * 131 + i // 4099) & 0xFF for i in range(size))
+    s, f = handshake(d)
+    with s:
+        sender = send_in_thread(s, request_frame(["cat"], no_stdin=False) + frame(STDIN, data)
+                                + frame(STDIN, data[:70000]) + frame(0x04))
+        out, status = read_stdout_until_exit(f)
+        sender.join(10)
+        assert status[:4] == b"\0\0\0\0", status
+        assert len(out) == size + 70000 and out == data + data[:70000]
+        s.sendall(request_frame(["echo", "next"]))
+        assert f.next() == (STDOUT, b"next\n")
+        assert f.next()[0] == EXIT
+
+
+def test_large_stdin_frame_a_command_stops_reading_is_dropped_whole(rig):
+    # head reads 10 bytes and exits: the rest of the large frame (in the
+    # socket or on its way to a closed pipe) is dropped as a whole, and the
+    # next request on the connection is read from the right byte.
+    d = rig.daemon({"head": {"shell": "yes", "script": "head -c 10"}, **ECHO}, **ONE_WORKER)
+    data = bytes(range(256)) * (3600)
+    s, f = handshake(d)
+    with s:
+        sender = send_in_thread(s, request_frame(["head"], no_stdin=False) + frame(STDIN, data)
+                                + frame(0x04))
+        out, status = read_stdout_until_exit(f)
+        sender.join(10)
+        assert not sender.is_alive(), "the daemon stopped reading the dropped input"
+        assert status[:4] == b"\0\0\0\0", status
+        assert out == data[:10]
+        s.sendall(request_frame(["echo", "after"]))
+        assert f.next() == (STDOUT, b"after\n")
+        assert f.next()[0] == EXIT
+
+
+def test_large_stdin_frame_for_a_command_without_stdin_is_dropped_whole(rig):
+    # The request said "no stdin"; a large STDIN frame sent while the
+    # command runs is dropped as it comes, and the connection goes on.
+    d = rig.daemon({"nap": {"shell": "yes", "script": "sleep 0.5; echo done"}, **ECHO},
+                   **ONE_WORKER)
+    data = bytes(range(256)) * 1200
+    s, f = handshake(d)
+    with s:
+        sender = send_in_thread(s, request_frame(["nap"], no_stdin=True) + frame(STDIN, data))
+        out, status = read_stdout_until_exit(f)
+        sender.join(10)
+        assert (out, status[:4]) == (b"done\n", b"\0\0\0\0")
+        s.sendall(request_frame(["echo", "after"]))
+        assert f.next() == (STDOUT, b"after\n")
+        assert f.next()[0] == EXIT
