@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -130,4 +131,18 @@ void listen_close(struct listener *l)
 		unlink(l->bound);
 	close(l->fd);
 	l->fd = -1;
+}
+
+int listen_queued(const struct listener *l)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	/* On a listening socket, Linux reports the accept queue's length as
+	 * tcpi_unacked (and its limit as tcpi_sacked). */
+	if (l->fd < 0 || l->is_unix ||
+	    getsockopt(l->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+	    ti.tcpi_state != TCP_LISTEN)
+		return 0;
+	return (int)ti.tcpi_unacked;
 }

@@ -30,6 +30,9 @@ int listen_adopt(struct listener *l, int fd, const char *name, char *err, size_t
 /* Does l serve the configured address spec? Same spec, or for an inherited
  * socket the same bound address. */
 int listen_matches(const struct listener *l, const char *spec);
+/* Connections waiting to be accepted on l: the accept queue of a TCP
+ * listener; 0 for a Unix socket, whose queue is not visible this way. */
+int listen_queued(const struct listener *l);
 /* Close and, for a Unix socket we created, unlink its path. */
 void listen_close(struct listener *l);
 

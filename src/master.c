@@ -349,6 +349,18 @@ static void pool_tick(void)
 		int n = M.spawn_rate;
 		if (n > M.cfg->min_spare - idle)
 			n = M.cfg->min_spare - idle;
+		/* Held workers took nothing for a second: as many as are
+		 * waiting in the listen queues get a worker at once. */
+		if (M.tick_served == progress_from) {
+			int q = 0;
+			for (int i = 0; i < M.nlisteners; i++)
+				q += listen_queued(&M.listeners[i]);
+			if (n < q) {
+				n = q;
+				log_info("%d connections wait and none was taken for a second; "
+					 "adding workers for them", q);
+			}
+		}
 		if (n > M.cfg->max_workers - total)
 			n = M.cfg->max_workers - total;
 		while (n-- > 0 && spawn_worker() == 0)
