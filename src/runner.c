@@ -183,11 +183,12 @@ int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
 	const char *envp[MAX_ENV + 1];
 	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, er[2] = { -1, -1 };
 	volatile int child_errno = 0;
-	int n = 0, null_in = -1;
-	pid_t worker;
+	int n = 0, null_in = -1, pidfd = -1;
+	static pid_t worker; /* this worker: set on its first command */
 
 	r->pid = -1;
 	r->pidfd = r->in_fd = r->out_fd = r->err_fd = -1;
+	r->in_grown = r->out_big = r->err_big = 0;
 
 	/* A fixed, minimal environment: nothing of the daemon's own (no
 	 * NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*) reaches a command. */
@@ -222,15 +223,23 @@ int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
 	 * child's frames off the worker's (a plain vfork() child would write
 	 * below the worker's live frames, which AddressSanitizer rightly
 	 * flags). */
-	worker = getpid();
+	if (!worker)
+		worker = getpid();
 	{
 		struct child_args a = {
 			.ex = ex, .envp = envp, .in = o->with_stdin ? in[0] : null_in,
 			.out = out[1], .err = o->merge_stderr ? out[1] : er[1],
 			.report = &child_errno, .worker = worker,
 		};
+		/* CLONE_PIDFD hands back the pidfd with the child (Linux 5.2);
+		 * older kernels refuse the flag, and pidfd_open follows. */
 		r->pid = clone(child_main, child_stack + sizeof(child_stack),
-			       CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+			       CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &a, &pidfd);
+		if (r->pid < 0 && errno == EINVAL) {
+			pidfd = -1;
+			r->pid = clone(child_main, child_stack + sizeof(child_stack),
+				       CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+		}
 	}
 	if (r->pid < 0)
 		goto fail_errno;
@@ -239,23 +248,20 @@ int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
 	runner_close_fd(&out[1]);
 	runner_close_fd(&er[1]);
 	if (child_errno) {
+		if (pidfd >= 0)
+			close(pidfd);
 		waitpid(r->pid, NULL, 0);
 		r->pid = -1;
 		snprintf(err, errlen, "cannot run %s: %s", ex->path, strerror(child_errno));
 		goto fail;
 	}
 
-	r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+	r->pidfd = pidfd >= 0 ? pidfd : (int)syscall(SYS_pidfd_open, r->pid, 0);
 	if (r->pidfd < 0)
 		goto fail_errno;
 	r->in_fd = in[1];
 	r->out_fd = out[0];
 	r->err_fd = er[0];
-	/* Bigger pipes, fewer wake-ups when a command streams: 64 KiB is the
-	 * default. Best effort (pipe-max-size may be lower). */
-	fcntl(r->out_fd, F_SETPIPE_SZ, PIPE_BYTES);
-	if (r->in_fd >= 0)
-		fcntl(r->in_fd, F_SETPIPE_SZ, PIPE_BYTES);
 	if ((r->in_fd >= 0 && set_nonblock(r->in_fd) < 0) || set_nonblock(r->out_fd) < 0 ||
 	    (r->err_fd >= 0 && set_nonblock(r->err_fd) < 0))
 		goto fail_errno;
@@ -274,6 +280,15 @@ fail:
 	r->in_fd = r->out_fd = r->err_fd = -1;
 	runner_finish(r);
 	return -1;
+}
+
+/* Bigger pipes, fewer wake-ups for a command that streams: 64 KiB is the
+ * default. Called when a pipe was found full, so a short command does not
+ * pay for it. Best effort (pipe-max-size may be lower). */
+void runner_grow_pipe(int fd)
+{
+	if (fd >= 0)
+		fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES);
 }
 
 void runner_signal(const struct runner *r, int sig)

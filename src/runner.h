@@ -19,6 +19,9 @@ struct runner {
 	int in_fd;        /* write end of its stdin, -1 if none or closed */
 	int out_fd;       /* read end of its stdout */
 	int err_fd;       /* read end of its stderr; -1 when merged into stdout */
+	/* Set by the session: a pipe seen full (then grown), so that short
+	 * commands never pay for the large pipes and splices of a stream. */
+	int in_grown, out_big, err_big;
 	uint64_t started_ms;
 };
 
@@ -38,6 +41,8 @@ void runner_detach_terminal(void);
  * The descriptors in r belong to the caller (runner_close). */
 int runner_start(const struct policy_exec *ex, const struct runner_opts *o,
 		 struct runner *r, char *err, size_t errlen);
+/* Give a command pipe the larger size a stream wants. */
+void runner_grow_pipe(int fd);
 /* Signal the whole process group. */
 void runner_signal(const struct runner *r, int sig);
 /* Exit status without reaping (the zombie keeps the process group id

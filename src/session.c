@@ -218,10 +218,12 @@ static int conn_write(struct conn *c)
 
 static void rbuf_consume(struct conn *c, size_t n);
 
-/* Is there room in rbuf for more input (at most rmax while set)? */
-static int rbuf_room(const struct conn *c)
+/* How much more input rbuf takes now (up to rmax while that is set). */
+static size_t rbuf_room(const struct conn *c)
 {
-	return c->rlen < (c->rmax && c->rmax < c->rcap ? c->rmax : c->rcap);
+	size_t limit = c->rmax && c->rmax < c->rcap ? c->rmax : c->rcap;
+
+	return c->rlen < limit ? limit - c->rlen : 0;
 }
 
 /* Read what the socket has now into rbuf. -1 on a reset, 0 otherwise
@@ -232,13 +234,17 @@ static int conn_read(struct conn *c)
 	if (c->in_splice)
 		return 0; /* the next bytes are the command's, by splice */
 	while (rbuf_room(c) && !c->eof) {
+		size_t want;
 		long n;
 
 		if (c->roff + c->rlen >= c->rcap) {
 			memmove(rbuf, RBUF(c), c->rlen);
 			c->roff = 0;
 		}
-		n = io_recv(c, rbuf + c->roff + c->rlen, c->rcap - c->roff - c->rlen);
+		want = rbuf_room(c);
+		if (want > c->rcap - c->roff - c->rlen)
+			want = c->rcap - c->roff - c->rlen;
+		n = io_recv(c, rbuf + c->roff + c->rlen, want);
 		if (n > 0) {
 			c->rlen += (size_t)n;
 			if (c->roff + c->rlen > rbuf_hw)
@@ -248,6 +254,11 @@ static int conn_read(struct conn *c)
 				rbuf_consume(c, d);
 				c->in_discard -= d;
 			}
+			/* A short read from a TCP socket took what there was:
+			 * asking again would only return EAGAIN. (TLS reads
+			 * return one record at a time.) */
+			if (!c->tls && (size_t)n < want)
+				break;
 			continue;
 		}
 		if (n == 0) {
@@ -281,7 +292,7 @@ static int conn_wait(struct conn *c, int want_read, uint64_t deadline)
 		int t;
 
 		c->ctx->slot->heartbeat_ms = now;
-		if (!want_read && c->olen == c->ooff)
+		if (!want_read && !out_pending(c))
 			return 1;
 		if (want_read && conn_buffered(c))
 			return 1;
@@ -329,11 +340,14 @@ static enum end flush(struct conn *c)
 	uint64_t deadline = now_ms() + c->cfg->idle_timeout_ms;
 	int r;
 
+	/* Usually the socket takes it all at once: no poll first. */
+	if (conn_write(c) < 0)
+		return END_CLOSE;
 	/* conn_wait also returns 1 when it learns that the worker retires:
 	 * that is no reason to drop what is still queued. */
 	do
 		r = conn_wait(c, 0, deadline);
-	while (r == 1 && c->olen > c->ooff);
+	while (r == 1 && out_pending(c));
 	return r == 1 ? END_OK : r == -2 ? END_TERM : END_CLOSE;
 }
 
@@ -465,6 +479,18 @@ static void signals_ahead(struct conn *c, const struct runner *r)
  * rest waits in rbuf (back-pressure: rbuf fills, the socket is no longer
  * read, the client's sends block). Returns 1 when the command's stdin pipe
  * is full, 0 when every whole frame was used, -1 on a protocol error. */
+/* The command's stdin pipe is full: grow it the first time (the command
+ * is taking a stream), and act on signals queued behind the input. 1. */
+static int stdin_blocked(struct conn *c, struct runner *r)
+{
+	if (!r->in_grown) {
+		r->in_grown = 1;
+		runner_grow_pipe(r->in_fd);
+	}
+	signals_ahead(c, r);
+	return 1;
+}
+
 /* Move the rest of a large STDIN frame from the socket to the command's
  * stdin. 1 when the pipe is full, 0 when the socket has no more for now
  * (or the frame is done); c->in_gone when the client left mid-frame. */
@@ -485,7 +511,9 @@ static int splice_stdin(struct conn *c, struct runner *r, struct outcome *oc)
 			/* The socket is empty or the pipe full: a pipe with
 			 * room for one more buffer is writable. */
 			struct pollfd pp = { .fd = r->in_fd, .events = POLLOUT };
-			return poll(&pp, 1, 0) == 1 && (pp.revents & POLLOUT) ? 0 : 1;
+			if (poll(&pp, 1, 0) == 1 && (pp.revents & POLLOUT))
+				return 0;
+			return stdin_blocked(c, r);
 		}
 		if (n < 0 && errno == EPIPE) {
 			/* The command closed its stdin: the rest of the frame
@@ -536,10 +564,8 @@ static int start_stdin_splice(struct conn *c, struct runner *r, size_t *stdin_of
 	}
 	if (*stdin_off < have) {
 		ssize_t w = write(r->in_fd, h + PROTO_HEADER_LEN + *stdin_off, have - *stdin_off);
-		if (w < 0 && errno == EAGAIN) {
-			signals_ahead(c, r);
-			return 1;
-		}
+		if (w < 0 && errno == EAGAIN)
+			return stdin_blocked(c, r);
 		if (w < 0) {
 			runner_close_fd(&r->in_fd); /* the frame is dropped as it comes */
 			return 0;
@@ -547,7 +573,7 @@ static int start_stdin_splice(struct conn *c, struct runner *r, size_t *stdin_of
 		*stdin_off += (size_t)w;
 		oc->bytes_in += (uint64_t)w;
 		if (*stdin_off < have)
-			return 1;
+			return stdin_blocked(c, r);
 	}
 	c->in_splice = plen - have;
 	*stdin_off = 0;
@@ -570,10 +596,8 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 		case PROTO_STDIN:
 			if (r->in_fd >= 0 && *stdin_off < f.len) {
 				ssize_t w = write(r->in_fd, f.payload + *stdin_off, f.len - *stdin_off);
-				if (w < 0 && errno == EAGAIN) {
-					signals_ahead(c, r);
-					return 1;
-				}
+				if (w < 0 && errno == EAGAIN)
+					return stdin_blocked(c, r);
 				if (w < 0) {
 					/* The command closed its stdin: the rest of the
 					 * client's input is discarded, as a pipe would. */
@@ -581,10 +605,8 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 				} else {
 					*stdin_off += (size_t)w;
 					oc->bytes_in += (size_t)w;
-					if (*stdin_off < f.len) {
-						signals_ahead(c, r);
-						return 1;
-					}
+					if (*stdin_off < f.len)
+						return stdin_blocked(c, r);
 				}
 			}
 			break;
@@ -615,7 +637,7 @@ static int feed_command(struct conn *c, struct runner *r, size_t *stdin_off,
 
 /* Move one chunk from a command pipe into obuf, framed (or raw in line
  * mode); close the pipe at EOF. */
-static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
+static void pump_output(struct conn *c, int *fd, int *big, uint8_t type, uint64_t limit,
 		       struct outcome *oc)
 {
 	size_t hdr = c->raw ? 0 : PROTO_HEADER_LEN, room;
@@ -631,7 +653,7 @@ static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
 	 * socket by splice(2), which hands the pipe's pages to TCP instead of
 	 * copying them in and out of obuf. Near the output limit, the copy
 	 * path below tells where the limit falls. */
-	if (!c->tls && ioctl(*fd, FIONREAD, &avail) == 0 && (size_t)avail >= SPLICE_MIN &&
+	if (*big && !c->tls && ioctl(*fd, FIONREAD, &avail) == 0 && (size_t)avail >= SPLICE_MIN &&
 	    (!limit || oc->bytes_out + (uint64_t)avail <= limit)) {
 		size_t len = (size_t)avail;
 		if (len > CHUNK)
@@ -659,6 +681,12 @@ static void pump_output(struct conn *c, int *fd, uint8_t type, uint64_t limit,
 		runner_close_fd(fd);
 	if (n <= 0)
 		return;
+	/* A command that filled half the default pipe streams: from now on
+	 * its pipe is larger and its output may be spliced. */
+	if (!*big && (size_t)n >= SPLICE_MIN / 2) {
+		*big = 1;
+		runner_grow_pipe(*fd);
+	}
 	if (limit && oc->bytes_out + (uint64_t)n > limit) {
 		n = (ssize_t)(limit - oc->bytes_out);
 		oc->error = PROTO_ERR_OUTPUT_LIMIT;
@@ -797,9 +825,9 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 				goto vanished;
 		}
 		if (p[2].revents)
-			pump_output(c, &r->out_fd, PROTO_STDOUT, cmd->output_limit, oc);
+			pump_output(c, &r->out_fd, &r->out_big, PROTO_STDOUT, cmd->output_limit, oc);
 		if (p[3].revents)
-			pump_output(c, &r->err_fd, PROTO_STDERR, cmd->output_limit, oc);
+			pump_output(c, &r->err_fd, &r->err_big, PROTO_STDERR, cmd->output_limit, oc);
 		if (p[5].revents & POLLIN && runner_peek(r, &oc->status)) {
 			oc->exited = 1;
 			linger_at = now_ms() + c->cfg->linger_ms;
@@ -1248,10 +1276,16 @@ int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *
 	if (peer->sa_family == AF_UNIX)
 		peercred_identity(&c, unix_id, sizeof(unix_id));
 
-	/* The first byte, peeked: 0x16 opens a TLS handshake, 0x01 a framed
-	 * HELLO, anything else is a line-mode client. */
+	/* The first byte, peeked on a TLS listener (OpenSSL must read it
+	 * again): 0x16 opens a TLS handshake, 0x01 a framed HELLO, anything
+	 * else is a line-mode client. A plaintext listener reads it below
+	 * with the rest. */
 	for (;;) {
-		ssize_t n = recv(fd, &first, 1, MSG_PEEK);
+		ssize_t n;
+
+		if (!lo || !lo->tls)
+			break;
+		n = recv(fd, &first, 1, MSG_PEEK);
 		if (n == 1)
 			break;
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
@@ -1274,11 +1308,8 @@ int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *
 		}
 		if (!ctx->tls || tls_start(&c, deadline) < 0)
 			goto out;
-	} else if (first == 0x16) {
-		log_notice("closing %s:%u: TLS on a plaintext listener", c.host, c.port);
-		goto out;
+		ctx->slot->handshaking = 0;
 	}
-	ctx->slot->handshaking = 0;
 
 	while (c.rlen == 0 && !c.eof) {
 		if (conn_read(&c) < 0)
@@ -1295,6 +1326,11 @@ int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *
 	}
 	if (c.rlen == 0)
 		goto out;
+	if (!c.tls && RBUF(&c)[0] == 0x16) {
+		log_notice("closing %s:%u: TLS on a plaintext listener", c.host, c.port);
+		goto out;
+	}
+	ctx->slot->handshaking = 0;
 	if (proto_is_framed(RBUF(&c)[0])) {
 		end = framed(&c, deadline);
 	} else if (line_mode_allowed(&c)) {
