@@ -676,7 +676,7 @@ static void adjust_floor(int delta)
 
 static void urgent_wake(void)
 {
-	char buf[64];
+	char buf[4096]; /* wake-ups may have piled up while the CPUs were busy */
 
 	while (read(M.wake[0], buf, sizeof(buf)) > 0)
 		;
