@@ -116,6 +116,8 @@ def aggregate(raw_path):
             "requests": sum(int(fnum(r, "requests")) for r in rs
                             if fnum(r, "requests") == fnum(r, "requests")),
             "rounds": len(rs),
+            # The slowest request of any round (the 32-client goal).
+            "max": max([fnum(r, "max_us") for r in ok]) if ok else None,
             "cpu_us": statistics.median([fnum(r, "cpu_us") for r in rs]) if "cpu_us" in rs[0] else None,
         }
         # tcpexecd's own CPU per request in these runs (bench/run adds it
@@ -313,6 +315,67 @@ def behind_tls(agg):
     return lines
 
 
+def goals(agg, facts):
+    """The issue's goals, each with this run's value and whether it is met."""
+    rows = []
+
+    def row(goal, value, met):
+        rows.append((goal, value, "n/a" if met is None else ("met" if met else "**not met**")))
+
+    def get(work, system):
+        a = agg.get((work, system))
+        return a if a and a["value"] else None
+
+    for work, n in (("echo-c1", 1), ("echo-c8", 8)):
+        a, c = get(work, "tcpexecd"), get(CEILING[work], "spawn")
+        r = a["value"] / c["value"] if a and c else None
+        row("`echo hello` at %d client%s: ≥ 0.90 of the spawn ceiling" % (n, "s" if n > 1 else ""),
+            "%.2f" % r if r is not None else "n/a", None if r is None else r >= 0.90)
+    for work, n in (("echo-c1", 1), ("echo-c8", 8), ("echo-c32", 32)):
+        a, t = get(work, "tcpexecd"), get(work, "tcpserver")
+        r = a["value"] / t["value"] if a and t else None
+        row("`echo hello` at %d client%s: ≥ 1.10× tcpserver" % (n, "s" if n > 1 else ""),
+            "%.2f×" % r if r is not None else "n/a", None if r is None else r >= 1.10)
+    a = get("echo-c8", "tcpexecd")
+    peers = [(agg[("echo-c8", s)]["p99"], s) for s in ECHO
+             if not s.startswith("tcpexec") and get("echo-c8", s) and agg[("echo-c8", s)]["p99"]
+             and agg[("echo-c8", s)]["failures"] * 100 <= agg[("echo-c8", s)]["requests"]]
+    if a and a["p99"] and peers:
+        best, who = min(peers)
+        row("p99 at 8 clients: ≤ 0.8× the best peer's", "%s ms, %.2f× %s's %s ms" % (
+            fmt_ms(a["p99"]), a["p99"] / best, who, fmt_ms(best)), a["p99"] <= 0.8 * best)
+    else:
+        row("p99 at 8 clients: ≤ 0.8× the best peer's", "n/a", None)
+    a = get("echo-c32", "tcpexecd")
+    row("no request slower than 100 ms at 32 clients",
+        "slowest %s ms" % fmt_ms(a["max"]) if a and a["max"] else "n/a",
+        None if not a or not a["max"] else a["max"] <= 100000)
+    for work, n in (("echo-c1", 1), ("echo-c8", 8)):
+        c = get(CEILING[work], "spawn")
+        for s in PLOT_TLS:
+            a = get(work, s)
+            r = a["value"] / c["value"] if a and c else None
+            row("TLS with resumption (%s), %d client%s: ≥ %.2f of the ceiling" % (
+                s, n, "s" if n > 1 else "", TLS_GOAL),
+                "%.2f" % r if r is not None else "n/a", None if r is None else r >= TLS_GOAL)
+    a = get("stream", "tcpexecd")
+    row("1 GB through `cat`: ≥ 1 GB/s", fmt_value(a["value"], "MB/s") if a else "n/a",
+        None if not a else a["value"] >= 1000)
+    try:
+        kb = int(facts.get("mem_worker_after_kb", facts.get("mem_worker_kb")))
+        row("idle worker's private memory ≤ 1 MiB", "%d KiB" % kb, kb <= 1024)
+    except (TypeError, ValueError):
+        row("idle worker's private memory ≤ 1 MiB", "n/a", None)
+    try:
+        ms = float(facts.get("startup_ms"))
+        row("listening within 20 ms of start", "%.2f ms" % ms, ms <= 20)
+    except (TypeError, ValueError):
+        row("listening within 20 ms of start", "n/a", None)
+    out = ["| goal | this run | |", "|---|---|---|"]
+    out += ["| %s | %s | %s |" % r for r in rows]
+    return "\n".join(out)
+
+
 def resources(facts, agg):
     def kb(k):
         v = facts.get(k)
@@ -391,17 +454,19 @@ def section(facts, agg, rows, png_name):
     parts = [BEGIN, "", "## Results", ""]
     if quick:
         parts += ["*A `--quick` run: small counts, for checking the bench, not for quoting.*", ""]
+    # Only the load at the start tells of other work: the load at the end
+    # counts the bench's own 32 clients and their commands.
     try:
-        loads = [float(facts[k].split()[0]) for k in ("load_start", "load_end") if k in facts]
+        load_start = float(facts["load_start"].split()[0])
         ncpu = int(facts.get("nproc", "0"))
-    except ValueError:
-        loads, ncpu = [], 0
-    if ncpu and loads and max(loads) > ncpu:
-        parts += ["**The machine was busy with other work during this run** (1-minute load "
-                  "average up to %.1f on %d CPUs): every system lost CPU time to it, the "
-                  "interleaved rounds spread that loss over all of them, but the latencies, "
-                  "p99 most of all, are inflated and noisy. Compare the rows of this run "
-                  "with each other, not with another run." % (max(loads), ncpu), ""]
+    except (KeyError, IndexError, ValueError):
+        load_start, ncpu = 0.0, 0
+    if ncpu and load_start > ncpu / 2:
+        parts += ["**The machine was busy with other work when this run started** (1-minute "
+                  "load average %.1f on %d CPUs): the interleaved rounds spread what it took "
+                  "over all systems, but the latencies, p99 most of all, are noisier. "
+                  "Compare the rows of this run with each other, not with another run."
+                  % (load_start, ncpu), ""]
     parts += ["Measured by `bench/run` on %s. Medians of %s interleaved rounds; "
               "\"vs tcpexecd\" divides by tcpexecd's median (by `tcpexec`'s for the client "
               "programs), \"vs ceiling\" by the local `posix_spawn` loop's of the same "
@@ -411,6 +476,10 @@ def section(facts, agg, rows, png_name):
               "command), median over the rounds." %
               (facts.get("date", "?"), facts.get("rounds", "?")), "",
               "### Machine", "", machine(facts), "",
+              "### The goals", "",
+              "The goals of the benchmark issue, against this run's medians (the "
+              "32-client latency goal against the slowest request of any round).", "",
+              goals(agg, facts), "",
               "### Throughput and latency", "", table_md(rows), ""]
     if png_name:
         parts += ["![requests per second and p99 latency against the number of clients]"
