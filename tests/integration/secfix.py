@@ -272,12 +272,16 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def vm_rss_kib(pid):
+def anon_rss_kib(pid):
+    """Resident anonymous memory (heap, stacks, static buffers): where a
+    leak shows. VmRSS also counts the shared library pages a process maps
+    in the first time it uses them (libcrypto's, on a worker's first TLS
+    handshake), which is no leak."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith("RssAnon:"):
                 return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no RssAnon for {pid}")
 
 
 # ---------------------------------------------------------------- config

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from secfix import (LIVE, connect, fd_count, framed_run, hello_frame, raise_nofile,
-                    second_source, vm_rss_kib, wait_for)
+                    second_source, anon_rss_kib, wait_for)
 from secfix import certs, rig  # noqa: F401  (fixtures)
 
 needs_second_source = pytest.mark.skipif(not second_source(),
@@ -187,7 +187,7 @@ def worker_snapshot(d):
     snap = {}
     for pid in d.workers():
         try:
-            snap[pid] = (fd_count(pid), vm_rss_kib(pid))
+            snap[pid] = (fd_count(pid), anon_rss_kib(pid))
         except (FileNotFoundError, ProcessLookupError, AssertionError):
             pass
     return snap
@@ -218,7 +218,8 @@ def test_network_garbage(rig, certs):
     """200 connections (4 at a time) of random bytes and of corrupted framed
     and TLS openings, to a plaintext and a TLS listener. The daemon keeps
     serving, no worker crashes, and each worker that survived has exactly as
-    many descriptors as before and less than 2 MiB more resident memory.
+    many descriptors as before and less than 2 MiB more resident anonymous
+    memory.
     The seed is printed in failures; SECURITY_GARBAGE_SEED replays one."""
     seed = int(os.environ.get("SECURITY_GARBAGE_SEED") or
                int.from_bytes(os.urandom(4), "big"))
@@ -269,7 +270,7 @@ def test_network_garbage(rig, certs):
     sanitized = os.environ.get("TCPEXECD_SANITIZE", "none") not in ("none", "")
     rss = {p: (before[p][1], after[p][1]) for p in both if after[p][1] - before[p][1] >= 2048}
     assert sanitized or not rss, \
-        f"seed {seed}: VmRSS grew by 2 MiB or more (KiB before, after): {rss}"
+        f"seed {seed}: anonymous memory grew by 2 MiB or more (KiB before, after): {rss}"
     assert master_own_fds(d) == master_fds, \
         "the master's descriptor count changed (beyond one pipe per worker)"
     # The connections reached the daemon and were handled.
