@@ -3,9 +3,9 @@
  * One client connection inside a worker, from accept to close: tell a
  * framed client from a line-mode one by its first byte, read requests,
  * ask the policy, start the command (runner.c), relay stdin / stdout /
- * stderr full-duplex with back-pressure both ways, enforce the timeouts and
- * the output cap, report the exit status, and write one audit record per
- * request.
+ * stderr full-duplex with back-pressure both ways (the bulk of a stream by
+ * splice(2) on plaintext), enforce the timeouts and the output cap, report
+ * the exit status, and write one audit record per request.
  */
 #include <errno.h>
 #include <fcntl.h>
