@@ -28,7 +28,7 @@
 #include "tcpexecd.h"
 
 #define MAX_ENV (8 + 2 * CONFIG_MAX_ITEMS + 64)
-#define PIPE_BYTES (256 << 10)
+#define PIPE_BYTES (1024 << 10)
 
 /* Set once at start, before any fork: commands need a session of their
  * own only when the daemon keeps a controlling terminal it cannot drop. */

@@ -656,8 +656,6 @@ static void pump_output(struct conn *c, int *fd, int *big, uint8_t type, uint64_
 	if (*big && !c->tls && ioctl(*fd, FIONREAD, &avail) == 0 && (size_t)avail >= SPLICE_MIN &&
 	    (!limit || oc->bytes_out + (uint64_t)avail <= limit)) {
 		size_t len = (size_t)avail;
-		if (len > CHUNK)
-			len = CHUNK;
 		if (!c->raw && len > c->out_max)
 			len = c->out_max;
 		if (!c->raw)
