@@ -139,6 +139,8 @@ void config_free(struct config *c);
 /* The entry called name, or NULL. */
 const struct command *config_command(const struct config *c, const char *name);
 /* "30", "30s", "500ms", "2m", "1h" -> milliseconds. 0 or -1. */
+/* Workers when the configuration does not say: one per CPU, at least 2. */
+int config_default_workers(void);
 int config_parse_duration(const char *s, uint64_t *ms);
 /* "4096", "64K", "16M", "1G" -> bytes. 0 or -1. */
 int config_parse_size(const char *s, uint64_t *bytes);

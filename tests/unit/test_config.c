@@ -60,7 +60,10 @@ int main(void)
 	CHECK(c->line_mode == LINE_MODE_LOOPBACK);
 	CHECK(c->nlisten == 2 && strcmp(c->listen[0], "127.0.0.1:5151") == 0 &&
 	      strcmp(c->listen[1], "[::1]:5151") == 0);
-	CHECK(c->workers == 4 && c->backlog == 1024 && c->max_workers == 64);
+	/* Unset, workers is one per CPU (at least 2), within max_workers. */
+	CHECK(config_default_workers() >= 2);
+	CHECK(c->workers == (config_default_workers() < 64 ? config_default_workers() : 64) &&
+	      c->backlog == 1024 && c->max_workers == 64);
 	CHECK(c->stop_timeout_ms == 30000 && c->log_level == LOG_INFO);
 
 	CHECK(config_parse_duration("30", &ms) == 0 && ms == 30000);
@@ -97,6 +100,7 @@ int main(void)
 	CHECK(refused("[server]\nmax_workers = 5000\n", 2, "max_workers"));
 
 	/* Cross-field rules and syntax errors name the file. */
+	CHECK(load("[server]\nmax_workers = 1\n", &c, err, sizeof(err)) == 0 && c->workers == 1);
 	CHECK(load("[server]\nworkers = 10\nmax_workers = 5\n", &c, err, sizeof(err)) < 0 &&
 	      strstr(err, "workers"));
 	CHECK(load("[server]\nmin_spare = 5\nmax_spare = 1\n", &c, err, sizeof(err)) < 0 &&
