@@ -66,6 +66,7 @@ static struct {
 	int fwd[2];                /* workers -> master: journal records */
 	uint64_t urgent_at_ms;     /* when to look again for an idle worker */
 	int statfd;                /* /proc/stat, -1 if it cannot be read */
+	int loadfd;                /* /proc/loadavg, -1 if it cannot be read */
 	uint64_t cpu_idle, cpu_total;  /* its counters at the last tick */
 	int cpus_busy;             /* the CPUs had no room over the last tick */
 	uint64_t tick_served;      /* requests served at the last tick */
@@ -155,6 +156,25 @@ static int cpus_were_busy(void)
 	M.cpu_idle = idle;
 	M.cpu_total = total;
 	return busy;
+}
+
+/* Are the CPUs' run queues full right now? /proc/loadavg's fourth field
+ * counts the runnable tasks (this master among them). The tick's
+ * /proc/stat measure looks one second back, too late for the 20 ms start
+ * at the beginning of a burst, which would otherwise grow the pool by a
+ * worker per 20 ms until the first tick noticed the busy CPUs. */
+static int run_queues_full(void)
+{
+	char buf[128];
+	int running = 0;
+	ssize_t n;
+
+	if (M.loadfd < 0 || (n = pread(M.loadfd, buf, sizeof(buf) - 1, 0)) <= 0)
+		return 0;
+	buf[n] = '\0';
+	if (sscanf(buf, "%*s %*s %*s %d/", &running) != 1)
+		return 0;
+	return running - 1 >= M.ncpu;
 }
 
 /* May the pool grow, at a tick? When the CPUs are busy and the workers
@@ -695,7 +715,7 @@ static void urgent_check(void)
 	if (M.stop != RUNNING || M.backoff_ms || !M.cfg->min_spare || M.cpus_busy)
 		return;
 	pool_count(&total, &idle);
-	if (idle == 0 && total < M.cfg->max_workers)
+	if (idle == 0 && total < M.cfg->max_workers && !run_queues_full())
 		spawn_worker();
 }
 
@@ -981,6 +1001,7 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 		M.ncpu = 1;
 	/* Opened before privileges are dropped; world-readable anyway. */
 	M.statfd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+	M.loadfd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
 	M.floor = M.cfg->workers;
 	M.spawn_rate = 1;
 	M.exit_code = EXIT_OK;
