@@ -96,6 +96,23 @@ def test_oversize_stdin_frame_while_running(rig):
     still_serves(rig, d)
 
 
+def test_large_non_stdin_frame_while_running(rig):
+    # While a command runs only STDIN frames may be large (the rest of
+    # them is spliced); a large frame of another type is refused at its
+    # header as a bad request, not waited for.
+    m = rig.marker()
+    d = rig.daemon(ECHO | {"slow": {"path": "/bin/sleep", "arg": m}}, **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        s.sendall(request_frame(["slow"], no_stdin=False))
+        wait_for(lambda: procs_with_arg(m), 10, "the remote sleep to start")
+        s.sendall(struct.pack(">BI", 0x02, 100 << 10) + b"x" * 1000)
+        assert error_code(f.next()) == BAD_REQUEST
+        f.expect_eof()
+    assert wait_no_proc_with(m) == []
+    still_serves(rig, d)
+
+
 def test_oversize_hello(rig):
     # Before the handshake the limit is 4096 bytes (PROTO_MAX_HELLO), and a
     # length is checked as soon as the header carrying it has arrived.
