@@ -68,6 +68,7 @@ static void defaults(struct config *c)
 	c->max_spare = 6;
 	c->max_workers = 64;
 	c->max_requests = 10000;
+	c->worker_batch = 1;
 	c->stop_timeout_ms = 30000;
 	c->heartbeat_timeout_ms = 60000;
 	snprintf(c->control_socket, sizeof(c->control_socket), "%s", DEFAULT_CONTROL);
@@ -419,6 +420,15 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 		if (config_parse_size(value, &b) < 0 || b < 4096 || b > (16u << 20))
 			return fail(ps, key, "\"%s\" is not a size from 4K to 16M", value);
 		c->max_frame = (uint32_t)b;
+		return 1;
+	}
+	if (strcmp(key, "worker_scheduling") == 0) {
+		if (strcmp(value, "batch") == 0)
+			c->worker_batch = 1;
+		else if (strcmp(value, "inherit") == 0)
+			c->worker_batch = 0;
+		else
+			return fail(ps, key, "\"%s\" is not one of batch, inherit", value);
 		return 1;
 	}
 	if (strcmp(key, "line_mode") == 0) {

@@ -90,6 +90,7 @@ struct config {
 	int max_spare;   /* idle workers above this are retired, one per tick */
 	int max_workers; /* hard cap of the pool (current generation) */
 	long max_requests; /* connections per worker before it recycles; 0 = no limit */
+	int worker_batch;  /* workers run SCHED_BATCH; their commands do not */
 
 	uint64_t stop_timeout_ms;
 	uint64_t heartbeat_timeout_ms;

@@ -54,6 +54,33 @@ void runner_detach_terminal(void)
 	close(fd);
 }
 
+/* A worker does a little work on each of many wake-ups (a connection, a
+ * request, its command's output, the command's exit) and otherwise waits.
+ * Under SCHED_OTHER each wake-up preempts whatever runs on that CPU, most
+ * often the worker's own command or the client: at 1 client on 2 CPUs that
+ * was three or four extra context switches per request, and the worker
+ * came back for each event one at a time. SCHED_BATCH differs only there:
+ * a woken batch task waits for the running one's slice instead of
+ * preempting it, and then finds the events together. Measured on 2 CPUs
+ * with /bin/echo: 1 client 811-873 -> 925-954 requests/s, 8 clients
+ * 1483-1645 -> 1671-1825, p99 at 8 clients 8.1-9.3 -> 6.5-7.4 ms.
+ * The command must not inherit it: it is the administrator's workload,
+ * scheduled as the daemon was started. A daemon started under another
+ * policy (chrt, CPUSchedulingPolicy=) keeps it for workers and commands. */
+static int reset_policy;
+
+int runner_worker_batch(void)
+{
+	struct sched_param sp = { 0 };
+
+	if (sched_getscheduler(0) != SCHED_OTHER)
+		return 0;
+	if (sched_setscheduler(0, SCHED_BATCH, &sp) < 0)
+		return -1;
+	reset_policy = 1;
+	return 1;
+}
+
 void runner_close_fd(int *fd)
 {
 	if (*fd >= 0)
@@ -99,6 +126,13 @@ static CHILD_STACK_FN _Noreturn void child(const struct policy_exec *ex, const c
 
 	if ((new_session ? setsid() : setpgid(0, 0)) < 0)
 		goto fail;
+	/* Back from the worker's SCHED_BATCH, nice value unchanged (always
+	 * allowed: it is not a raise of priority). */
+	if (reset_policy) {
+		struct sched_param sp = { 0 };
+		if (sched_setscheduler(0, SCHED_OTHER, &sp) < 0)
+			goto fail;
+	}
 	/* If the worker dies, so does the command (its own children are
 	 * reached by the master, through the scoreboard's process group). */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != worker)

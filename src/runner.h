@@ -37,6 +37,11 @@ struct runner_opts {
 /* Once at start, before the first fork: give up the controlling terminal
  * (if any), so that commands never have one. */
 void runner_detach_terminal(void);
+/* Once in each worker, before its first command: run the worker under
+ * SCHED_BATCH, and its commands under the policy it had. 1 if switched, 0
+ * if the daemon runs under a policy other than SCHED_OTHER (kept for both),
+ * -1 with errno. */
+int runner_worker_batch(void);
 /* Start the command. 0, or -1 with a reason in err (nothing left running).
  * The descriptors in r belong to the caller (runner_close). */
 int runner_start(const struct policy_exec *ex, const struct runner_opts *o,

@@ -21,6 +21,7 @@
 #include "addr.h"
 #include "log.h"
 #include "protocol.h"
+#include "runner.h"
 #include "session.h"
 #include "systemd.h"
 #include "tcpexecd.h"
@@ -238,6 +239,8 @@ void worker_run(const struct worker_ctx *ctx)
 	int sigfd, epfd;
 
 	test_fault();
+	if (ctx->cfg->worker_batch && runner_worker_batch() < 0)
+		log_warn("worker: cannot switch to SCHED_BATCH: %s", strerror(errno));
 	sigfd = worker_signals();
 	sctx = (struct session_ctx){ .cfg = ctx->cfg, .tls = ctx->tls, .slot = slot,
 				     .sigfd = sigfd, .master_fd = ctx->master_fd };

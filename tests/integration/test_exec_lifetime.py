@@ -237,3 +237,51 @@ def test_command_has_no_terminal_and_its_own_group(rig, how):
         d.cleanup()
         if master_fd is not None:
             os.close(master_fd)
+
+
+# The scheduling policy (field 41 of /proc/PID/stat) of the command and of
+# its parent, the worker that started it.
+POLICIES = "cat /proc/$$/stat /proc/$PPID/stat"
+SCHED_OTHER, SCHED_BATCH, SCHED_IDLE = 0, 3, 5
+
+
+class ChrtDaemon(Daemon):
+    """tcpexecd -f started under another scheduling policy, as
+    CPUSchedulingPolicy= or chrt(1) would start it."""
+
+    def spawn(self, argv, env, name="tcpexecd"):
+        return super().spawn(["chrt", "--idle", "0", *argv], env, name)
+
+
+@pytest.mark.parametrize("setting, start, expected", [
+    (None, "other", (SCHED_OTHER, SCHED_BATCH)),
+    ("batch", "idle", (SCHED_IDLE, SCHED_IDLE)),
+    ("inherit", "other", (SCHED_OTHER, SCHED_OTHER)),
+])
+def test_workers_run_batch_and_commands_do_not(rig, setting, start, expected):
+    # Workers run SCHED_BATCH so that their many short wake-ups do not
+    # preempt the commands; a command runs under the policy the daemon was
+    # started with, and a daemon started under a policy of the
+    # administrator's choosing keeps it for its workers too.
+    commands = {"policies": {"shell": "yes", "script": POLICIES}}
+    keys = {} if setting is None else {"worker_scheduling": setting}
+    if start == "other":
+        d = rig.daemon(commands, **keys)
+    else:
+        keys.update({"listen": "127.0.0.1:0", "control_socket": str(rig.sockdir / "ctl"),
+                     "workers": 2})
+        d = ChrtDaemon(rig.tmp / "tcpexecd-chrt.conf", keys, commands, client_env())
+        rig.daemons.append(d)
+        d.start()
+    try:
+        for _ in range(3):  # whichever worker takes it
+            r = rig.run(d, ["policies"])
+            assert r.returncode == 0, r.stderr
+            cmd, worker = (int(line.rsplit(")", 1)[1].split()[38])
+                           for line in r.stdout.decode().splitlines())
+            assert (cmd, worker) == expected, (setting, start)
+        for w in harness.children(d.pid):
+            with open(f"/proc/{w.pid}/stat") as f:
+                assert int(f.read().rsplit(")", 1)[1].split()[38]) == expected[1]
+    finally:
+        d.cleanup()

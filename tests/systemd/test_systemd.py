@@ -69,6 +69,10 @@ args = any
 shell = yes
 script = env
 
+[command stat]
+shell = yes
+script = cat /proc/$$/stat
+
 [command slow]
 shell = yes
 script = echo started && sleep "$1" && echo done
@@ -389,6 +393,26 @@ def test_commands_get_nothing_of_the_service_environment(box):
     names = sorted(line.split("=", 1)[0] for line in r.stdout.splitlines())
     assert names == ["HOME", "LANG", "PATH", "PWD", "TCPEXEC_COMMAND", "TCPEXEC_REMOTE_ADDR",
                      "TCPEXEC_REMOTE_PORT"], r.stdout
+
+
+def test_workers_run_batch_and_commands_do_not(box):
+    # The hardened unit (SystemCallFilter=, RestrictRealtime=) lets the
+    # workers switch to SCHED_BATCH and their commands back: the policy is
+    # field 41 of /proc/PID/stat (0 SCHED_OTHER, 3 SCHED_BATCH).
+    box.systemctl("start", "tcpexecd")
+    main = int(box.prop("tcpexecd", "MainPID"))
+
+    def policy(pid):
+        r = box.run("cat", f"/proc/{pid}/stat")
+        assert r.returncode == 0, r.stderr
+        return int(r.stdout.rsplit(")", 1)[1].split()[38])
+
+    workers = [p for p, (ppid, _) in box.unit_procs("tcpexecd").items() if ppid == main]
+    assert len(workers) == 2, workers
+    assert [policy(main)] + [policy(w) for w in workers] == [0, 3, 3]
+    r = box.tcpexec("127.0.0.1", "stat")
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.rsplit(")", 1)[1].split()[38]) == 0, r.stdout
 
 
 def test_status_report_through_runtime_directory(box):

@@ -65,6 +65,7 @@ int main(void)
 	CHECK(c->workers == (config_default_workers() < 64 ? config_default_workers() : 64) &&
 	      c->backlog == 1024 && c->max_workers == 64);
 	CHECK(c->stop_timeout_ms == 30000 && c->log_level == LOG_INFO);
+	CHECK(c->worker_batch == 1);
 
 	CHECK(config_parse_duration("30", &ms) == 0 && ms == 30000);
 	CHECK(config_parse_duration("500ms", &ms) == 0 && ms == 500);
@@ -162,6 +163,9 @@ int main(void)
 	CHECK(refused("[command a]\npath = /bin/echo\n[server]\n[command a]\npath = /bin/echo\n", 4,
 		      "command a"));
 	CHECK(refused("[server]\nline_mode = maybe\n", 2, "line_mode"));
+	CHECK(refused("[server]\nworker_scheduling = fifo\n", 2, "worker_scheduling"));
+	CHECK(load("[server]\nworker_scheduling = inherit\n", &c, err, sizeof(err)) == 0 &&
+	      c->worker_batch == 0);
 	CHECK(refused("[server]\nmax_frame = 1\n", 2, "max_frame"));
 
 	/* Listener options and the plaintext rule. */
