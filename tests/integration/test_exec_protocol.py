@@ -304,3 +304,29 @@ def test_large_stdin_frame_for_a_command_without_stdin_is_dropped_whole(rig):
         s.sendall(request_frame(["echo", "after"]))
         assert f.next() == (STDOUT, b"after\n")
         assert f.next()[0] == EXIT
+
+
+def test_client_reset_mid_stream_leaves_nothing_for_the_next(rig, tmp_path):
+    # A large output goes to the socket by splice(2), through a pipe the
+    # worker keeps from one request to the next. A client that resets the
+    # connection in the middle of it must take those bytes with it: the
+    # next request on the same worker gets its own output, and only that.
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"\xaa" * (16 << 20))
+    data = bytes(range(256)) * (3 << 12)
+    second.write_bytes(data)
+    d = rig.daemon(ECHO | {"first": {"path": "/bin/cat", "arg": str(first)},
+                           "second": {"path": "/bin/cat", "arg": str(second)}}, **ONE_WORKER)
+    for _ in range(3):
+        s, f = handshake(d)
+        s.sendall(request_frame(["first"]))
+        got = 0
+        while got < 2 << 20:
+            t, payload = f.next()
+            assert t == STDOUT and payload == b"\xaa" * len(payload), (t, payload[:16])
+            got += len(payload)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        r = rig.run(d, ["second"], timeout=60)
+        assert (r.returncode, r.stderr) == (0, b""), r.stderr[-300:]
+        assert r.stdout == data
