@@ -14,7 +14,6 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -688,18 +687,21 @@ static void pump_output(struct conn *c, int *fd, int *big, uint8_t type, uint64_
 		if (limit && limit - oc->bytes_out < len)
 			len = (size_t)(limit - oc->bytes_out);
 		n = splice(*fd, NULL, relay_pipe[1], NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		if (n > 0) {
+			if (!c->raw)
+				proto_put_header(obuf + c->olen, type, (uint32_t)n);
+			c->olen += hdr;
+			c->splice_at = c->olen;
+			c->splice_left = (size_t)n;
+			c->splice_fd = relay_pipe[0];
+			oc->bytes_out += (uint64_t)n;
+			return;
+		}
 		if (n == 0)
 			runner_close_fd(fd);
-		if (n <= 0)
+		if (n == 0 || errno == EAGAIN || errno == EINTR)
 			return;
-		if (!c->raw)
-			proto_put_header(obuf + c->olen, type, (uint32_t)n);
-		c->olen += hdr;
-		c->splice_at = c->olen;
-		c->splice_left = (size_t)n;
-		c->splice_fd = relay_pipe[0];
-		oc->bytes_out += (uint64_t)n;
-		return;
+		/* Any other failure: the copy path reads the pipe instead. */
 	}
 	room = OBUF_CAP - c->olen - hdr;
 	if (room > CHUNK)
