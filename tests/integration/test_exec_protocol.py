@@ -330,3 +330,35 @@ def test_client_reset_mid_stream_leaves_nothing_for_the_next(rig, tmp_path):
         r = rig.run(d, ["second"], timeout=60)
         assert (r.returncode, r.stderr) == (0, b""), r.stderr[-300:]
         assert r.stdout == data
+
+
+def test_input_left_in_flight_at_exit_never_reaches_the_next_command(rig):
+    # A 15 MiB STDIN frame for a command that never reads: its pipe fills
+    # (a pipe counts buffers, not bytes: spliced from a socket, several MiB
+    # fit), more waits in the worker's own relay pipe, the rest in the
+    # socket. The command exits while a background child of it
+    # keeps its stdin open (so the pipe never reports a missing reader).
+    # All of that input is dropped, and the next command on the same worker
+    # reads its own input, and only it.
+    nap = "exec 3<&0; sleep 5 <&3 >/dev/null 2>&1 & sleep 0.5"
+    d = rig.daemon({"nap": {"shell": "yes", "script": nap},
+                    "cat": {"path": "/bin/cat"}}, max_frame="16M", **ONE_WORKER)
+    stale = b"\xee" * (15 << 20)
+    data = bytes((i * 37 + i // 1021) & 0xFF for i in range(900 << 10))
+    for _ in range(3):
+        s, f = handshake(d)
+        with s:
+            sender = send_in_thread(s, request_frame(["nap"], no_stdin=False)
+                                    + frame(STDIN, stale))
+            out, status = read_stdout_until_exit(f)
+            sender.join(10)
+            assert not sender.is_alive(), "the daemon stopped reading the dropped input"
+            assert (out, status[:4]) == (b"", b"\0\0\0\0"), status
+            # Three frames: more than the worker reads before cat starts,
+            # so that the later ones pass through the relay pipe.
+            sender = send_in_thread(s, request_frame(["cat"], no_stdin=False)
+                                    + frame(STDIN, data) * 3 + frame(0x04))
+            out, status = read_stdout_until_exit(f, limit=4 << 20)
+            sender.join(10)
+            assert status[:4] == b"\0\0\0\0", status
+            assert len(out) == 3 * len(data) and out == data * 3
