@@ -264,6 +264,18 @@ static void tickets_read(struct ticket_key *cur, struct ticket_key *prev)
 	} while ((s & 1) || s != __atomic_load_n(&tickets->seq, __ATOMIC_SEQ_CST));
 }
 
+/* The ticket cipher, fetched once per process: EVP_aes_256_cbc() in an
+ * init call makes OpenSSL 3 look the algorithm up by name every time, two
+ * times per resumed handshake (the ticket in, the renewed one out). */
+static const EVP_CIPHER *ticket_cipher(void)
+{
+	static EVP_CIPHER *aes;
+
+	if (!aes)
+		aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+	return aes ? aes : EVP_aes_256_cbc();
+}
+
 static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
 		     EVP_MAC_CTX *hctx, int enc)
 {
@@ -292,8 +304,8 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
 	params[1] = OSSL_PARAM_construct_end();
 	if (!EVP_MAC_init(hctx, k->hmac, sizeof(k->hmac), params))
 		goto out;
-	if (enc ? !EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv)
-		: !EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv))
+	if (enc ? !EVP_EncryptInit_ex(cctx, ticket_cipher(), NULL, k->aes, iv)
+		: !EVP_DecryptInit_ex(cctx, ticket_cipher(), NULL, k->aes, iv))
 		goto out;
 	/* 2 asks the peer to renew a ticket made with the previous key. */
 	rc = !enc && k == &prev ? 2 : 1;
