@@ -3,7 +3,8 @@
 Pool sizing: the pool grows under concurrent clients up to max_workers and
 never beyond, shrinks back to the floor when idle, and SIGTTIN / SIGTTOU move
 the floor by one. While the CPUs are busy, it grows only when its workers
-stop taking connections.
+stop taking connections, and gives back the workers above the floor while
+short requests flow.
 """
 
 import os
@@ -168,3 +169,52 @@ def test_pool_holds_while_cpus_are_busy_and_grows_when_workers_are_held(start_da
     finally:
         stop.set()
         stop_burners(burners)
+
+
+def test_pool_gives_back_workers_the_busy_cpus_cannot_use(start_daemon):
+    # Sessions held open grow the pool while the CPUs are idle. Then, with
+    # every CPU busy and short requests flowing, the workers above the floor
+    # only compete for the CPUs: the master gives them back, one per tick,
+    # and the requests go on being served.
+    d = start_daemon({"workers": 2, "min_spare": 2, "max_spare": 8, "max_workers": 8})
+    d.wait_workers(2)
+    socks = [d.open() for _ in range(4)]
+    try:
+        conns = [Conn(s, timeout=15) for s in socks]
+        assert len({c.worker_pid for c in conns}) == 4
+        wait_for(lambda: len(children(d.pid)) >= 5, 10, "the pool to grow for held sessions")
+    finally:
+        for s in socks:
+            s.close()
+    grown = len(children(d.pid))
+    burners = start_burners(30)
+    stop = threading.Event()
+    served = []
+    errors = []
+
+    def client():
+        while not stop.is_set():
+            try:
+                served.append(exchange(d.addr(), timeout=15))
+            except Exception as e:  # reported below
+                errors.append(repr(e))
+                return
+
+    mark = d.log_mark()
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    try:
+        time.sleep(1.5)  # a tick sees the busy CPUs
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(children(d.pid)) == 2, 15,
+                 f"the pool of {grown} to shrink to its floor of 2 under busy CPUs")
+        d.wait_log(r"retiring worker \d+: the CPUs are busy and \d+ workers keep up", since=mark)
+        before = len(served)
+        time.sleep(1.0)
+        assert len(served) > before, "requests stopped being served"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+        stop_burners(burners)
+    assert not errors, errors
