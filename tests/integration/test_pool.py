@@ -116,6 +116,35 @@ def stop_burners(burners):
         p.wait(10)
 
 
+class Flow:
+    """N client threads doing short exchanges until stopped; what they
+    served (worker pids) and any error, for the assertions."""
+
+    def __init__(self, d, n):
+        self.d = d
+        self.stop = threading.Event()
+        self.served = []
+        self.errors = []
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(n)]
+
+    def client(self):
+        while not self.stop.is_set():
+            try:
+                self.served.append(exchange(self.d.addr(), timeout=15))
+            except Exception as e:  # reported by the test
+                self.errors.append(repr(e))
+                return
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def end(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(20)
+
+
 def test_pool_holds_while_cpus_are_busy_and_grows_when_workers_are_held(start_daemon):
     # With every CPU busy, a worker more would only compete for them: while
     # the workers keep taking connections, waiting clients are served in
@@ -125,33 +154,18 @@ def test_pool_holds_while_cpus_are_busy_and_grows_when_workers_are_held(start_da
     d = start_daemon({"workers": 2, "min_spare": 2, "max_spare": 8, "max_workers": 8})
     d.wait_workers(2)
     burners = start_burners(30)
-    stop = threading.Event()
-    served = []
-    errors = []
-
-    def client():
-        while not stop.is_set():
-            try:
-                served.append(exchange(d.addr(), timeout=15))
-            except Exception as e:  # reported below, with the sample
-                errors.append(repr(e))
-                return
-
+    flow = Flow(d, 4)
     try:
         time.sleep(2.5)  # two ticks see the busy CPUs
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
         sampler = Sampler(d.pid, max_seconds=10)
         sampler.start()
-        for t in threads:
-            t.start()
+        flow.start()
         time.sleep(4.0)
-        stop.set()
-        for t in threads:
-            t.join(20)
+        flow.end()
         sampler.stop.set()
         sampler.join(5)
-        assert not errors, errors
-        assert len(served) >= 8, f"only {len(served)} requests served in 4 s"
+        assert not flow.errors, flow.errors
+        assert len(flow.served) >= 8, f"only {len(flow.served)} requests served in 4 s"
         assert max(sampler.samples) == 2, \
             f"the pool grew while the CPUs were busy and work flowed: {sampler.samples}"
 
@@ -167,7 +181,7 @@ def test_pool_holds_while_cpus_are_busy_and_grows_when_workers_are_held(start_da
             for s in socks:
                 s.close()
     finally:
-        stop.set()
+        flow.end()
         stop_burners(burners)
 
 
@@ -188,33 +202,18 @@ def test_pool_gives_back_workers_the_busy_cpus_cannot_use(start_daemon):
             s.close()
     grown = len(children(d.pid))
     burners = start_burners(30)
-    stop = threading.Event()
-    served = []
-    errors = []
-
-    def client():
-        while not stop.is_set():
-            try:
-                served.append(exchange(d.addr(), timeout=15))
-            except Exception as e:  # reported below
-                errors.append(repr(e))
-                return
-
+    flow = Flow(d, 4)
     mark = d.log_mark()
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
     try:
         time.sleep(1.5)  # a tick sees the busy CPUs
-        for t in threads:
-            t.start()
+        flow.start()
         wait_for(lambda: len(children(d.pid)) == 2, 15,
                  f"the pool of {grown} to shrink to its floor of 2 under busy CPUs")
         d.wait_log(r"retiring worker \d+: the CPUs are busy and \d+ workers keep up", since=mark)
-        before = len(served)
+        before = len(flow.served)
         time.sleep(1.0)
-        assert len(served) > before, "requests stopped being served"
+        assert len(flow.served) > before, "requests stopped being served"
     finally:
-        stop.set()
-        for t in threads:
-            t.join(20)
+        flow.end()
         stop_burners(burners)
-    assert not errors, errors
+    assert not flow.errors, flow.errors
