@@ -328,26 +328,6 @@ static void pool_fill(void)
 	}
 }
 
-/* The worker to give back when the pool is larger than it should be: an
- * idle one if there is one, else the one started last. -1 if none. */
-static int surplus_worker(void)
-{
-	int pick = -1, pick_idle = 0;
-
-	for (int i = 0; i < M.sb.nslots; i++) {
-		int idle;
-		if (!M.w[i].pid || M.w[i].pipe_wr < 0 || M.w[i].generation != M.generation)
-			continue;
-		idle = M.sb.slots[i].state == WS_IDLE;
-		if (pick < 0 || idle > pick_idle ||
-		    (idle == pick_idle && M.w[i].started_ms > M.w[pick].started_ms)) {
-			pick = i;
-			pick_idle = idle;
-		}
-	}
-	return pick;
-}
-
 /* Once a second: spares (httpd's doubling spawn rate), retirement of one
  * surplus idle worker, the end of a backoff, the hung-worker backstop. */
 static void pool_tick(void)
@@ -410,26 +390,6 @@ static void pool_tick(void)
 		return;
 	}
 	M.spawn_rate = 1;
-	/* A worker more than the busy CPUs can use: while they are busy and
-	 * the workers turn over quickly (two connections or more each in the
-	 * last second: short requests), one worker above the floor is given
-	 * back per tick. One started at the beginning of a burst, before a
-	 * tick saw the CPUs busy, only adds a process that competes for them:
-	 * at 32 clients on 2 CPUs, 3 workers served 1376-1517 requests/s and 2
-	 * workers 1519-1684. Workers held by slow clients or long commands
-	 * take fewer connections than that, and are kept. */
-	if (busy && total > M.floor &&
-	    M.tick_served - progress_from >= 2 * (uint64_t)total) {
-		int pick = surplus_worker();
-		if (pick >= 0) {
-			log_info("retiring worker %ld: the CPUs are busy and %d workers keep up "
-				 "(%llu connections in the last second)",
-				 (long)M.w[pick].pid, total,
-				 (unsigned long long)(M.tick_served - progress_from));
-			retire(pick);
-		}
-		return;
-	}
 	if (idle > M.cfg->max_spare && total > M.floor) {
 		for (int i = 0; i < M.sb.nslots; i++) {
 			if (M.w[i].pid && M.w[i].pipe_wr >= 0 && M.w[i].generation == M.generation &&

@@ -3,8 +3,7 @@
 Pool sizing: the pool grows under concurrent clients up to max_workers and
 never beyond, shrinks back to the floor when idle, and SIGTTIN / SIGTTOU move
 the floor by one. While the CPUs are busy, it grows only when its workers
-stop taking connections, and gives back the workers above the floor while
-short requests flow.
+stop taking connections.
 """
 
 import os
@@ -183,37 +182,3 @@ def test_pool_holds_while_cpus_are_busy_and_grows_when_workers_are_held(start_da
     finally:
         flow.end()
         stop_burners(burners)
-
-
-def test_pool_gives_back_workers_the_busy_cpus_cannot_use(start_daemon):
-    # Sessions held open grow the pool while the CPUs are idle. Then, with
-    # every CPU busy and short requests flowing, the workers above the floor
-    # only compete for the CPUs: the master gives them back, one per tick,
-    # and the requests go on being served.
-    d = start_daemon({"workers": 2, "min_spare": 2, "max_spare": 8, "max_workers": 8})
-    d.wait_workers(2)
-    socks = [d.open() for _ in range(4)]
-    try:
-        conns = [Conn(s, timeout=15) for s in socks]
-        assert len({c.worker_pid for c in conns}) == 4
-        wait_for(lambda: len(children(d.pid)) >= 5, 10, "the pool to grow for held sessions")
-    finally:
-        for s in socks:
-            s.close()
-    grown = len(children(d.pid))
-    burners = start_burners(30)
-    flow = Flow(d, 4)
-    mark = d.log_mark()
-    try:
-        time.sleep(1.5)  # a tick sees the busy CPUs
-        flow.start()
-        wait_for(lambda: len(children(d.pid)) == 2, 15,
-                 f"the pool of {grown} to shrink to its floor of 2 under busy CPUs")
-        d.wait_log(r"retiring worker \d+: the CPUs are busy and \d+ workers keep up", since=mark)
-        before = len(flow.served)
-        time.sleep(1.0)
-        assert len(flow.served) > before, "requests stopped being served"
-    finally:
-        flow.end()
-        stop_burners(burners)
-    assert not flow.errors, flow.errors
