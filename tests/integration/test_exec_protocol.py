@@ -80,34 +80,24 @@ def test_oversize_frame_sent_in_full(rig):
     still_serves(rig, d)
 
 
-def test_oversize_stdin_frame_while_running(rig):
+@pytest.mark.parametrize("header, tail, code", [
     # A frame above max_frame is TOO_LARGE at any point of the session,
     # also while a command runs (docs/protocol.md section 3).
-    m = rig.marker()
-    d = rig.daemon(ECHO | {"slow": {"path": "/bin/sleep", "arg": m}}, **ONE_WORKER)
-    s, f = handshake(d)
-    with s:
-        s.sendall(request_frame(["slow"], no_stdin=False))
-        wait_for(lambda: procs_with_arg(m), 10, "the remote sleep to start")
-        s.sendall(struct.pack(">BI", STDIN, 2 << 20))
-        assert error_code(f.next()) == TOO_LARGE
-        f.expect_eof()
-    assert wait_no_proc_with(m) == []
-    still_serves(rig, d)
-
-
-def test_large_non_stdin_frame_while_running(rig):
+    (struct.pack(">BI", STDIN, 2 << 20), b"", TOO_LARGE),
     # While a command runs only STDIN frames may be large (the rest of
     # them is spliced); a large frame of another type is refused at its
     # header as a bad request, not waited for.
+    (struct.pack(">BI", 0x02, 100 << 10), b"x" * 1000, BAD_REQUEST),
+], ids=["oversize-stdin", "large-non-stdin"])
+def test_bad_large_frame_while_running(rig, header, tail, code):
     m = rig.marker()
     d = rig.daemon(ECHO | {"slow": {"path": "/bin/sleep", "arg": m}}, **ONE_WORKER)
     s, f = handshake(d)
     with s:
         s.sendall(request_frame(["slow"], no_stdin=False))
         wait_for(lambda: procs_with_arg(m), 10, "the remote sleep to start")
-        s.sendall(struct.pack(">BI", 0x02, 100 << 10) + b"x" * 1000)
-        assert error_code(f.next()) == BAD_REQUEST
+        s.sendall(header + tail)
+        assert error_code(f.next()) == code
         f.expect_eof()
     assert wait_no_proc_with(m) == []
     still_serves(rig, d)
