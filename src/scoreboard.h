@@ -27,6 +27,7 @@ struct slot {
 	volatile uint64_t requests;
 	volatile pid_t cmd_pgid;      /* process group of the running command, 0 if none */
 	volatile int handshaking;     /* accepted, not yet past TLS / first byte */
+	volatile int leaving;         /* given back: leaves when its connection ends */
 	char host[48];                /* peer address without port: per-source caps */
 	char peer[64];
 	char command[96];

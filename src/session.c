@@ -342,7 +342,7 @@ static int conn_wait(struct conn *c, int want_read, uint64_t deadline)
 			return -1;
 		if (p[1].revents && check_signals(c->ctx->sigfd) < 0)
 			return -2;
-		if (p[2].revents) {
+		if (p[2].revents && session_master_pipe(c->ctx)) {
 			c->retiring = 1;
 			return 1; /* the caller looks again, now knowing */
 		}
@@ -887,7 +887,7 @@ static enum end relay(struct conn *c, const struct policy_exec *ex, struct runne
 			end = END_TERM;
 			break;
 		}
-		if (p[6].revents)
+		if (p[6].revents && session_master_pipe(c->ctx))
 			c->retiring = 1;
 		/* POLLHUP: both directions are shut, nobody reads the output. */
 		if (p[0].revents & (POLLHUP | POLLERR))
@@ -1342,6 +1342,18 @@ static void peercred_identity(struct conn *c, char *buf, size_t len)
 	else
 		snprintf(buf, len, "unix:%u", (unsigned)cred.uid);
 	c->identity = buf;
+}
+
+int session_master_pipe(const struct session_ctx *ctx)
+{
+	char b;
+	ssize_t n = read(ctx->master_fd, &b, 1);
+
+	if (n > 0) {
+		ctx->slot->leaving = 1;
+		return 0;
+	}
+	return n == 0 || (errno != EAGAIN && errno != EINTR);
 }
 
 int session_serve(const struct session_ctx *ctx, int fd, const struct sockaddr *peer,

@@ -17,7 +17,8 @@ struct session_ctx {
 	struct tls_server *tls; /* NULL when no TLS is configured */
 	struct slot *slot;
 	int sigfd;      /* the worker's signalfd: SIGTERM aborts the session */
-	int master_fd;  /* EOF means: finish, then exit (already finishing) */
+	int master_fd;  /* EOF: finish the request, then exit; a byte: leave
+			 * when the connection ends (see session_master_pipe) */
 };
 
 /* Serve conn (owned: closed before return). Returns -1 if the worker must
@@ -25,5 +26,12 @@ struct session_ctx {
  * from (TLS or not), NULL for none. */
 int session_serve(const struct session_ctx *ctx, int conn,
 		  const struct sockaddr *peer, socklen_t peerlen, const struct listen_opts *lo);
+
+/* The master pipe is readable. Returns 1 at EOF (retired, or the master is
+ * gone: finish the current request, then exit). A byte is the master giving
+ * the worker back gently: it is noted in the worker's slot (leaving), and
+ * the worker leaves once its connection ends, however many requests that
+ * connection still makes; returns 0. */
+int session_master_pipe(const struct session_ctx *ctx);
 
 #endif

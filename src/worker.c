@@ -3,8 +3,10 @@
  * A worker process, forked by the master. It polls every inherited
  * listening socket plus its master pipe, accepts one connection at a time
  * and hands it to session.c. It leaves when its pipe reaches EOF (retired,
- * or the master died), after max_requests connections, or at once on
- * SIGTERM. A worker is disposable: fatal() is allowed here.
+ * or the master died: after the current request), when the master writes a
+ * byte into it (given back: once the current connection ends), after
+ * max_requests connections, or at once on SIGTERM. A worker is disposable:
+ * fatal() is allowed here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -268,6 +270,8 @@ void worker_run(const struct worker_ctx *ctx)
 		slot->heartbeat_ms = now;
 		if (ctx->cfg->max_requests && slot->requests >= (uint64_t)ctx->cfg->max_requests)
 			break;
+		if (slot->leaving)
+			break;
 		if (pause_until) {
 			if (now >= pause_until) {
 				pause_until = 0;
@@ -285,13 +289,15 @@ void worker_run(const struct worker_ctx *ctx)
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.u32 == 1 && worker_read_signals(sigfd) < 0)
 				_exit(EXIT_OK);
-			if (evs[i].data.u32 == 0)
+			if (evs[i].data.u32 == 0 && session_master_pipe(&sctx))
 				goto out; /* EOF: retired, or the master is gone */
 			if (evs[i].data.u32 >= 2 && listener < 0)
 				listener = (int)evs[i].data.u32 - 2;
 		}
 		/* One connection per wakeup: the master pipe is looked at
-		 * between connections, so a retired worker leaves promptly. */
+		 * between connections, so a retired worker leaves promptly.
+		 * One given back still serves the connection it was woken
+		 * for: with EPOLLEXCLUSIVE no other worker was woken for it. */
 		if (listener >= 0) {
 			int rc = serve_one(ctx, &sctx, listener);
 			if (rc < 0)

@@ -149,12 +149,16 @@ class Conn:
         ftype, payload = self._frame(timeout)
         assert ftype == F_HELLO_OK and payload[:5] == b"TCPX\x01", \
             f"bad first frame {ftype:#x} {self._describe(ftype, payload)}"
+        self.worker_pid = self._banner(timeout)
+
+    def _banner(self, timeout):
+        """Read the command's first line; the pid of the worker in it."""
         self._stdout_until(lambda: b"\n" in self.out, timeout, "the banner")
         line, _, self.out = self.out.partition(b"\n")
         self.banner = line + b"\n"
         m = BANNER.fullmatch(self.banner)
         assert m, f"bad banner {self.banner!r}"
-        self.worker_pid = int(m.group(1))
+        return int(m.group(1))
 
     def _recv(self, deadline):
         left = deadline - time.monotonic()
@@ -203,9 +207,10 @@ class Conn:
         got, self.out = self.out, b""
         assert got == data, f"echo mismatch: sent {data!r}, got {got!r}"
 
-    def finish(self, timeout=5.0):
-        """End the command's input, check that it exits 0, then half-close
-        and read to EOF. Returns the output not yet consumed by echo()."""
+    def end_request(self, timeout=5.0):
+        """End the command's input and check that it exits 0; the connection
+        stays open for another request. Returns the output not yet consumed
+        by echo()."""
         self.sock.sendall(frame(F_STDIN_EOF))
         deadline = time.monotonic() + timeout
         for _ in range(100000):
@@ -217,6 +222,19 @@ class Conn:
             assert payload[:4] == b"\0\0\0\0", f"command did not exit 0: {payload!r}"
             break
         got, self.out = self.out, b""
+        return got
+
+    def next_request(self, timeout=5.0):
+        """The next request on the same connection, after end_request();
+        returns the pid of the worker in its banner."""
+        self.sock.sendall(harness.request_frame([COMMAND], no_stdin=False))
+        return self._banner(timeout)
+
+    def finish(self, timeout=5.0):
+        """End the command's input, check that it exits 0, then half-close
+        and read to EOF. Returns the output not yet consumed by echo()."""
+        deadline = time.monotonic() + timeout
+        got = self.end_request(timeout)
         self.sock.shutdown(socket.SHUT_WR)
         rest = self.buf + read_to_eof(self.sock, max(deadline - time.monotonic(), 0.001))
         assert rest == b"", f"bytes after the final status: {rest!r}"

@@ -3,7 +3,8 @@
 Pool sizing: the pool grows under concurrent clients up to max_workers and
 never beyond, shrinks back to the floor when idle, and SIGTTIN / SIGTTOU move
 the floor by one. While the CPUs are busy, it grows only when its workers
-stop taking connections.
+stop taking connections, and gives back the workers beyond one per CPU that
+turn short connections over, never cutting a connection kept open.
 """
 
 import os
@@ -182,3 +183,75 @@ def test_pool_holds_while_cpus_are_busy_and_grows_when_workers_are_held(start_da
     finally:
         flow.end()
         stop_burners(burners)
+
+
+class Kept(threading.Thread):
+    """One connection kept open for many requests, one every 50 ms until
+    stopped: the pid of the worker that answered each, and any error (a
+    connection cut between two requests is one)."""
+
+    def __init__(self, d):
+        super().__init__(daemon=True)
+        self.conn = d.connect(timeout=15)
+        self.pids = [self.conn.worker_pid]
+        self.stop = threading.Event()
+        self.errors = []
+
+    def run(self):
+        try:
+            for _ in range(2000):  # 100 s at most
+                self.conn.echo(b"k", timeout=15)
+                self.conn.end_request(timeout=15)
+                if self.stop.wait(0.05):
+                    break
+                self.pids.append(self.conn.next_request(timeout=15))
+            self.conn.close()
+        except Exception as e:  # reported by the test
+            self.errors.append(repr(e))
+
+    def end(self):
+        self.stop.set()
+        self.join(20)
+
+
+def test_pool_gives_back_fast_workers_the_busy_cpus_cannot_use(start_daemon):
+    # Held sessions grow the pool while the CPUs are idle. Then, with every
+    # CPU busy and short requests flowing, more workers turn connections
+    # over than there are CPUs: the master gives back one per tick until
+    # one per CPU is left, while two connections kept open for many
+    # requests keep their workers and are never cut.
+    ncpu = os.cpu_count() or 1
+    d = start_daemon({"workers": 2, "min_spare": 2, "max_spare": 2 * ncpu + 8,
+                      "max_workers": 2 * ncpu + 8})
+    d.wait_workers(2)
+    kept = [Kept(d) for _ in range(2)]
+    held = [d.connect(timeout=15) for _ in range(ncpu + 2)]
+    burners = []
+    flow = Flow(d, ncpu + 4)
+    try:
+        for k in kept:
+            k.start()
+        grown = 2 + ncpu + 2
+        wait_for(lambda: len(children(d.pid)) > grown, 10, "the pool to grow for held sessions")
+        for c in held:
+            c.close()
+        mark = d.log_mark()
+        burners = start_burners(40)
+        time.sleep(1.5)  # a tick sees the busy CPUs
+        flow.start()
+        wait_for(lambda: len(children(d.pid)) == 2 + ncpu, 25,
+                 f"the pool to shrink to the 2 kept workers and {ncpu} turning over")
+        d.wait_log(r"giving back worker \d+: the CPUs are busy and \d+ workers turn", since=mark)
+        served, asked = len(flow.served), [len(k.pids) for k in kept]
+        time.sleep(1.0)
+        assert len(flow.served) > served, "short requests stopped being served"
+        assert all(len(k.pids) > n for k, n in zip(kept, asked)), "a kept connection stalled"
+    finally:
+        flow.end()
+        for k in kept:
+            k.end()
+        stop_burners(burners)
+    assert not flow.errors, flow.errors
+    for k in kept:
+        assert not k.errors, k.errors
+        assert len(set(k.pids)) == 1, f"a kept connection moved between workers: {k.pids}"
