@@ -217,7 +217,7 @@ class Kept(threading.Thread):
 def test_pool_gives_back_fast_workers_the_busy_cpus_cannot_use(start_daemon):
     # Held sessions grow the pool while the CPUs are idle. Then, with every
     # CPU busy and short requests flowing, more workers turn connections
-    # over than there are CPUs: the master gives back one per tick until
+    # over than there are CPUs: the master gives back the extra ones until
     # one per CPU is left, while two connections kept open for many
     # requests keep their workers and are never cut.
     ncpu = os.cpu_count() or 1
@@ -241,7 +241,8 @@ def test_pool_gives_back_fast_workers_the_busy_cpus_cannot_use(start_daemon):
         flow.start()
         wait_for(lambda: len(children(d.pid)) == 2 + ncpu, 25,
                  f"the pool to shrink to the 2 kept workers and {ncpu} turning over")
-        d.wait_log(r"giving back worker \d+: the CPUs are busy and \d+ workers turn", since=mark)
+        d.wait_log(r"the CPUs are busy and \d+ workers turn connections over quickly "
+                   r"on \d+ CPUs: giving back \d+", since=mark)
         served, asked = len(flow.served), [len(k.pids) for k in kept]
         time.sleep(1.0)
         assert len(flow.served) > served, "short requests stopped being served"
