@@ -192,6 +192,15 @@ static int wait_fd(int fd, short events, uint64_t deadline)
 	}
 }
 
+static int target_is_loopback(void)
+{
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&opt.addr;
+
+	if (opt.addr.ss_family == AF_INET)
+		return ntohl(((const struct sockaddr_in *)&opt.addr)->sin_addr.s_addr) >> 24 == 127;
+	return opt.addr.ss_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+}
+
 /* A non-blocking connected socket, or a negative errno. */
 static int net_connect(uint64_t deadline)
 {
@@ -204,6 +213,11 @@ static int net_connect(uint64_t deadline)
 	/* As the tcpexec client does: requests are small writes that must not
 	 * wait for a delayed ACK. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* And in tcpexecd's protocol, as tcpexec does, reno on loopback
+	 * (src/addr.h, ADDR_LOOPBACK_CC). The peers' clients keep the
+	 * system's congestion control, as their own clients would. */
+	if ((opt.mode == M_FRAMED || opt.mode == M_STREAM) && target_is_loopback())
+		setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, "reno", 4);
 	if (connect(fd, (struct sockaddr *)&opt.addr, opt.addrlen) == 0)
 		return fd;
 	if (errno != EINPROGRESS) {

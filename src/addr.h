@@ -40,4 +40,11 @@ int addr_cidr_match(const struct cidr *net, const struct sockaddr *sa);
 /* True for 127.0.0.0/8, ::1, ::ffff:127.x and Unix sockets. */
 int addr_is_local(const struct sockaddr *sa);
 
+/* The TCP congestion control the client, and the daemon by default
+ * (loopback_congestion), use on a loopback connection. There is no path
+ * to probe or to pace for there: BBR's pacing only adds timers and their
+ * interrupts (a third of a worker's CPU time streaming through cat). Reno
+ * is always built in and allowed to every user. */
+#define ADDR_LOOPBACK_CC "reno"
+
 #endif

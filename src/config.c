@@ -16,7 +16,10 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <ini.h>
@@ -69,6 +72,7 @@ static void defaults(struct config *c)
 	c->max_workers = 64;
 	c->max_requests = 10000;
 	c->worker_batch = 1;
+	snprintf(c->loopback_cc, sizeof(c->loopback_cc), "%s", ADDR_LOOPBACK_CC);
 	c->stop_timeout_ms = 30000;
 	c->heartbeat_timeout_ms = 60000;
 	snprintf(c->control_socket, sizeof(c->control_socket), "%s", DEFAULT_CONTROL);
@@ -289,6 +293,37 @@ static int set_path(struct parse_state *ps, const char *key, const char *value,
 	return 1;
 }
 
+/* loopback_congestion: "system", or a congestion control that this
+ * process can set on a TCP socket now (tried on a throwaway one, so that a
+ * name the kernel does not know, or does not allow, is a configuration
+ * error and not a silent no-op on every connection). */
+static int set_loopback_cc(struct parse_state *ps, const char *key, const char *value,
+			   char *dst, size_t cap)
+{
+	int fd, rc, e;
+
+	if (strcmp(value, "system") == 0) {
+		dst[0] = '\0';
+		return 1;
+	}
+	if (value[0] == '\0' || strlen(value) >= cap || strspn(value,
+	    "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(value))
+		return fail(ps, key, "\"%s\" is not a congestion control name or system", value);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0) {
+		rc = setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, value, (socklen_t)strlen(value));
+		e = errno;
+		close(fd);
+		if (rc < 0)
+			return fail(ps, key, "\"%s\": %s (see /proc/sys/net/ipv4/"
+				    "tcp_%s_congestion_control)", value,
+				    e == EPERM ? "not allowed" : strerror(e),
+				    e == EPERM ? "allowed" : "available");
+	}
+	memcpy(dst, value, strlen(value) + 1);
+	return 1;
+}
+
 static int set_duration(struct parse_state *ps, const char *key, const char *value,
 			uint64_t min_ms, uint64_t *dst)
 {
@@ -431,6 +466,8 @@ static int server_key(struct parse_state *ps, const char *key, const char *value
 			return fail(ps, key, "\"%s\" is not one of batch, inherit", value);
 		return 1;
 	}
+	if (strcmp(key, "loopback_congestion") == 0)
+		return set_loopback_cc(ps, key, value, c->loopback_cc, sizeof(c->loopback_cc));
 	if (strcmp(key, "line_mode") == 0) {
 		if (strcmp(value, "off") == 0)
 			c->line_mode = LINE_MODE_OFF;

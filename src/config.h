@@ -91,6 +91,7 @@ struct config {
 	int max_workers; /* hard cap of the pool (current generation) */
 	long max_requests; /* connections per worker before it recycles; 0 = no limit */
 	int worker_batch;  /* workers run SCHED_BATCH; their commands do not */
+	char loopback_cc[16]; /* congestion control for loopback peers; "" = the system's */
 
 	uint64_t stop_timeout_ms;
 	uint64_t heartbeat_timeout_ms;

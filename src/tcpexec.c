@@ -29,6 +29,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "addr.h"
 #include "protocol.h"
 #include "words.h"
 #include "tcpexecd.h"
@@ -190,6 +191,11 @@ static int open_connection(void)
 			    ai->ai_protocol);
 		if (fd < 0)
 			continue;
+		/* See ADDR_LOOPBACK_CC; set before connect(), so the
+		 * connection starts with it. */
+		if (addr_is_local(ai->ai_addr))
+			setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, ADDR_LOOPBACK_CC,
+				   sizeof(ADDR_LOOPBACK_CC) - 1);
 		if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen, opt.connect_timeout_ms) == 0)
 			break;
 		saved = errno;

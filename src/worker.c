@@ -210,8 +210,15 @@ static int serve_one(const struct worker_ctx *ctx, struct session_ctx *sctx, int
 		/* Replies are small and come in a few writes: without NODELAY,
 		 * Nagle and the peer's delayed ACK would add tens of
 		 * milliseconds to each command. */
+		const char *cc = ctx->cfg->loopback_cc;
 		int one = 1;
 		setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		/* Checked when the configuration was read; a failure here
+		 * (a worker without the privilege the check had) only keeps
+		 * the system's choice. */
+		if (cc[0] && addr_is_local((struct sockaddr *)&peer) &&
+		    setsockopt(conn, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) < 0)
+			log_debug("loopback_congestion %s: %s", cc, strerror(errno));
 	}
 	addr_host((struct sockaddr *)&peer, plen, host, sizeof(host));
 	if (admit(ctx, conn, (struct sockaddr *)&peer, lo, host) < 0)

@@ -2,15 +2,19 @@
 """
 Where and how many: remote execution over a Unix socket and over IPv6
 loopback, several requests on one connection (the client's interactive
-mode), and as many concurrent commands as there are workers, each proven to
-run at the same time as the others by a barrier the commands share.
+mode), as many concurrent commands as there are workers, each proven to
+run at the same time as the others by a barrier the commands share, and
+the congestion control of loopback connections at both ends.
 """
 
 import re
+import shutil
+import subprocess
 
 import pytest
 
 from execfix import finish, ipv6_loopback, rig  # noqa: F401  (rig is a fixture)
+from harness import wait_for
 
 ECHO = {"echo": {"path": "/bin/echo", "args": "any"}}
 WHERE = {"where": {"shell": "yes", "script": 'echo "$TCPEXEC_REMOTE_ADDR"'}}
@@ -72,3 +76,43 @@ def test_concurrency_equal_to_the_worker_count(rig):
     a = d.wait_audit("meet", count=4)
     assert len({x["worker"] for x in a}) == 4, a
     assert all(re.fullmatch(r"exit:0", x["status"]) for x in a), a
+
+
+def congestion_controls(port):
+    """{(local port, peer port): congestion control} of the established TCP
+    sockets to or from port, from ss -ti."""
+    r = subprocess.run(["ss", "-tinH", "state", "established",
+                        f"( sport = :{port} or dport = :{port} )"],
+                       capture_output=True, text=True, timeout=10, check=True)
+    found, ports = {}, None
+    for line in r.stdout.splitlines():
+        m = re.search(r"\S+:(\d+)\s+\S+:(\d+)\s*$", line)
+        if m and not line.startswith((" ", "\t")):
+            ports = (int(m.group(1)), int(m.group(2)))
+        elif ports and line.strip():
+            found[ports] = line.split()[0]
+            ports = None
+    return found
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) not installed")
+def test_loopback_connections_use_reno_at_both_ends(rig):
+    # BBR's pacing only costs timers on loopback: the daemon sets reno on
+    # loopback peers (loopback_congestion, default reno) and the client on
+    # loopback destinations; "system" leaves the daemon's side alone.
+    system = open("/proc/sys/net/ipv4/tcp_congestion_control").read().strip()
+    cat = {"cat": {"path": "/bin/cat"}}
+    for setting, server_cc in ((None, "reno"), ("system", system)):
+        keys = {} if setting is None else {"loopback_congestion": setting}
+        d = rig.daemon(cat, **keys)
+        p = rig.spawn(d, ["cat"], stdin=subprocess.PIPE)  # killed at teardown
+        p.stdin.write(b"held\n")
+        p.stdin.flush()
+        port = d.port()
+        wait_for(lambda: len(congestion_controls(port)) == 2, 10, "the client's connection in ss")
+        cc = congestion_controls(port)
+        server = [v for (local, _), v in cc.items() if local == port]
+        client = [v for (_, peer), v in cc.items() if peer == port]
+        assert (server, client) == ([server_cc], ["reno"]), (setting, cc)
+        r = finish(p)
+        assert (r.returncode, r.stdout) == (0, b"held\n"), r.stderr

@@ -165,8 +165,13 @@ int main(void)
 	CHECK(refused("[server]\nline_mode = maybe\n", 2, "line_mode"));
 	CHECK(refused("[server]\nworker_scheduling = fifo\n", 2, "worker_scheduling"));
 	CHECK(load("[server]\nworker_scheduling = inherit\n", &c, err, sizeof(err)) == 0 &&
-	      c->worker_batch == 0);
+	      c->worker_batch == 0 && strcmp(c->loopback_cc, "reno") == 0);
 	CHECK(refused("[server]\nmax_frame = 1\n", 2, "max_frame"));
+	CHECK(load("[server]\nloopback_congestion = system\n", &c, err, sizeof(err)) == 0 &&
+	      c->loopback_cc[0] == '\0');
+	CHECK(refused("[server]\nloopback_congestion = no_such_cc\n", 2, "loopback_congestion"));
+	CHECK(refused("[server]\nloopback_congestion = BBR!\n", 2, "loopback_congestion"));
+	CHECK(refused("[server]\nloopback_congestion = \n", 2, "loopback_congestion"));
 
 	/* Listener options and the plaintext rule. */
 	CHECK(load("[server]\nlisten = 0.0.0.0:7\n", &c, err, sizeof(err)) < 0 &&
