@@ -74,6 +74,8 @@ static struct {
 	uint64_t cpu_idle, cpu_total;  /* its counters at the last tick */
 	int cpus_busy;             /* the CPUs had no room over the last tick */
 	uint64_t tick_served;      /* requests served at the last tick */
+	uint64_t held_served;      /* ... and at the last held_check */
+	uint64_t next_held_ms;     /* while the CPUs are busy: next held_check */
 	char pidfile[CONFIG_PATH_MAX];
 	char control_path[CONFIG_PATH_MAX];
 	char made[2][CONFIG_PATH_MAX];   /* directories the master created */
@@ -355,6 +357,16 @@ static void pool_fill(void)
 	}
 }
 
+/* Connections waiting in the listen queues. */
+static int queued_total(void)
+{
+	int q = 0;
+
+	for (int i = 0; i < M.nlisteners; i++)
+		q += listen_queued(&M.listeners[i]);
+	return q;
+}
+
 /* The worker of the pool that took the most connections in the last tick,
  * at least FAST_TURNOVER. There is one whenever fast workers are counted. */
 static int fastest(void)
@@ -420,9 +432,7 @@ static void pool_tick(void)
 		/* Held workers took nothing for a second: as many as are
 		 * waiting in the listen queues get a worker at once. */
 		if (M.tick_served == progress_from) {
-			int q = 0;
-			for (int i = 0; i < M.nlisteners; i++)
-				q += listen_queued(&M.listeners[i]);
+			int q = queued_total();
 			if (n < q) {
 				n = q;
 				log_info("%d connections wait and none was taken for a second; "
@@ -782,6 +792,36 @@ static void urgent_check(void)
 		spawn_worker();
 }
 
+/* While the CPUs are busy the pool grows only for workers held by slow
+ * clients, kept-open connections or long commands: connections wait and
+ * none is taken. The tick sees that over a whole second, and 8 clients
+ * that keep their connections open waited 1.7-2 s for their workers; this
+ * looks every HELD_CHECK_MS, and gives as many workers as connections
+ * wait, at once (min_spare = 0 still says: let them wait). */
+#define HELD_CHECK_MS 250
+
+static void held_check(void)
+{
+	uint64_t served = served_total();
+	int total, idle, q, n;
+
+	M.next_held_ms = now_ms() + HELD_CHECK_MS;
+	if (served != M.held_served) {
+		M.held_served = served;
+		return;
+	}
+	if (M.stop != RUNNING || M.backoff_ms || !M.cfg->min_spare)
+		return;
+	pool_count(&total, &idle);
+	if (idle || total >= M.cfg->max_workers || (q = queued_total()) == 0)
+		return;
+	n = q < M.cfg->max_workers - total ? q : M.cfg->max_workers - total;
+	log_info("%d connections wait and none was taken for %d ms; adding workers for them",
+		 q, HELD_CHECK_MS);
+	while (n-- > 0 && spawn_worker() == 0)
+		;
+}
+
 /* Journal records from workers, written with the master's unit. */
 static void forward_records(void)
 {
@@ -1014,6 +1054,8 @@ static uint64_t next_timeout(void)
 		t = M.next_watchdog_ms;
 	if (M.urgent_at_ms && M.urgent_at_ms < t)
 		t = M.urgent_at_ms;
+	if (M.cpus_busy && M.next_held_ms < t)
+		t = M.next_held_ms;
 	if (M.stop_deadline_ms && M.stop_deadline_ms < t)
 		t = M.stop_deadline_ms;
 	if (M.kill_at_ms && M.kill_at_ms < t)
@@ -1174,6 +1216,8 @@ int master_run(const struct master_opts *opts, struct config *cfg)
 			pool_fill();
 		if (M.urgent_at_ms && now >= M.urgent_at_ms)
 			urgent_check();
+		if (M.cpus_busy && now >= M.next_held_ms)
+			held_check();
 		if (M.watchdog_ms && now >= M.next_watchdog_ms) {
 			systemd_notify("WATCHDOG=1");
 			M.next_watchdog_ms = now + M.watchdog_ms;

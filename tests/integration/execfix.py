@@ -281,17 +281,21 @@ class Rig:
         return finish(p, input, timeout)
 
     def cleanup(self):
-        for p in self.clients:
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.communicate(timeout=LIVE)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
-        for d in self.daemons:
-            d.cleanup()
-        for m in self.markers:
-            kill_idents(procs_with_arg(m))
+        try:
+            for p in self.clients:
+                if p.poll() is None:
+                    p.kill()
+                try:
+                    p.communicate(timeout=LIVE)
+                except Exception:  # noqa: BLE001  a communicate() the test broke off
+                    # cannot be resumed (ValueError, AttributeError): reap it.
+                    p.wait(LIVE)
+        finally:
+            # Whatever happened to the clients, the daemons are stopped.
+            for d in self.daemons:
+                d.cleanup()
+            for m in self.markers:
+                kill_idents(procs_with_arg(m))
 
 
 def finish(p, input=None, timeout=30.0):
