@@ -409,7 +409,14 @@ static void pool_tick(void)
 		return;
 	pool_fill();
 
+	/* Busy over the last second, or right now: a burst that began within
+	 * the last second has idle time before it in the /proc/stat measure,
+	 * and the tick would grow the pool for it, then give the workers
+	 * back a second later. At 8 clients meeting 8 spare workers, the
+	 * first 1-2 s of a burst ran on all 8. */
 	busy = cpus_were_busy();
+	if (!busy)
+		busy = run_queues_full();
 	if (busy != M.cpus_busy)
 		log_debug("CPUs %s: the pool %s", busy ? "busy" : "have room again",
 			  busy ? "grows only while no connection is taken" : "grows as needed");
