@@ -87,7 +87,7 @@ struct config {
 
 	int workers;     /* floor of the pool, started at once */
 	int min_spare;   /* idle workers wanted at least */
-	int max_spare;   /* idle workers above this are retired, one per tick */
+	int max_spare;   /* idle workers above this are given back, one per tick */
 	int max_workers; /* hard cap of the pool (current generation) */
 	long max_requests; /* connections per worker before it recycles; 0 = no limit */
 	int worker_batch;  /* workers run SCHED_BATCH; their commands do not */

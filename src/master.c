@@ -48,7 +48,7 @@ struct wpriv {
 	unsigned generation;
 	uint64_t started_ms;
 	uint64_t tick_requests; /* its connection count at the last tick */
-	uint64_t took;        /* connections it took in the tick before that */
+	uint64_t took;        /* connections it took during the last tick */
 	int hung_killed;
 };
 
@@ -380,9 +380,9 @@ static int fastest(void)
 	return pick;
 }
 
-/* Once a second: spares (httpd's doubling spawn rate), giving back one
- * worker the busy CPUs cannot use or one surplus idle worker, the end of a
- * backoff, the hung-worker backstop. */
+/* Once a second: spares (httpd's doubling spawn rate), giving back the
+ * workers the busy CPUs cannot use or one surplus idle worker, the end of
+ * a backoff, the hung-worker backstop. */
 static void pool_tick(void)
 {
 	uint64_t now = now_ms(), progress_from;
