@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "addr.h"
 #include "common.h"
 #include "hist.h"
 #include "protocol.h"
@@ -192,15 +193,6 @@ static int wait_fd(int fd, short events, uint64_t deadline)
 	}
 }
 
-static int target_is_loopback(void)
-{
-	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&opt.addr;
-
-	if (opt.addr.ss_family == AF_INET)
-		return ntohl(((const struct sockaddr_in *)&opt.addr)->sin_addr.s_addr) >> 24 == 127;
-	return opt.addr.ss_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
-}
-
 /* A non-blocking connected socket, or a negative errno. */
 static int net_connect(uint64_t deadline)
 {
@@ -216,8 +208,10 @@ static int net_connect(uint64_t deadline)
 	/* And in tcpexecd's protocol, as tcpexec does, reno on loopback
 	 * (src/addr.h, ADDR_LOOPBACK_CC). The peers' clients keep the
 	 * system's congestion control, as their own clients would. */
-	if ((opt.mode == M_FRAMED || opt.mode == M_STREAM) && target_is_loopback())
-		setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, "reno", 4);
+	if ((opt.mode == M_FRAMED || opt.mode == M_STREAM) &&
+	    addr_is_local((const struct sockaddr *)&opt.addr))
+		setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, ADDR_LOOPBACK_CC,
+			   sizeof(ADDR_LOOPBACK_CC) - 1);
 	if (connect(fd, (struct sockaddr *)&opt.addr, opt.addrlen) == 0)
 		return fd;
 	if (errno != EINPROGRESS) {
