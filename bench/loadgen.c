@@ -479,7 +479,10 @@ static void framed_build(struct client *c, const char *const *argv)
 		die(EXIT_SETUP, "cannot encode HELLO: %s", strerror((int)-n));
 	off = (size_t)n;
 	c->hello_len = off;
-	n = proto_encode_request(c->wbuf + off, sizeof(c->wbuf) - off, argv, NULL, 0, 0);
+	/* One request per connection says so, as tcpexec does: the server
+	 * may then close first. */
+	n = proto_encode_request(c->wbuf + off, sizeof(c->wbuf) - off, argv, NULL, 0,
+				 opt.reuse ? 0 : PROTO_RF_LAST);
 	if (n < 0)
 		die(EXIT_SETUP, "cannot encode REQUEST: %s", strerror((int)-n));
 	off += (size_t)n;

@@ -65,7 +65,8 @@ enum proto_request_tag {
 };
 
 #define PROTO_RF_NO_STDIN 0x1u /* the client will send no STDIN frames */
-#define PROTO_RF_ALL PROTO_RF_NO_STDIN
+#define PROTO_RF_LAST 0x2u     /* no REQUEST follows on this connection */
+#define PROTO_RF_ALL (PROTO_RF_NO_STDIN | PROTO_RF_LAST)
 
 /* Stable error codes carried by ERROR frames; never renumbered. */
 enum proto_error {

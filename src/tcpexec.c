@@ -380,8 +380,9 @@ static long c_io(int writing, void *buf, size_t len)
 	return -2;
 }
 
-/* Send one request and relay until its final frame. */
-static struct result run(char *const argv[], int with_stdin, int sigfd)
+/* Send one request and relay until its final frame. last: no other
+ * request follows on this connection (the server may close first). */
+static struct result run(char *const argv[], int with_stdin, int last, int sigfd)
 {
 	static uint8_t frame[PROTO_HEADER_LEN + CHUNK];
 	const char *envp[PROTO_MAX_ENV + 1];
@@ -393,7 +394,8 @@ static struct result run(char *const argv[], int with_stdin, int sigfd)
 		envp[i] = opt.env[i];
 	envp[opt.nenv] = NULL;
 	n = proto_encode_request(C.in + C.inlen, sizeof(C.in) - C.inlen, (const char *const *)argv,
-				 envp, opt.timeout_ms, with_stdin ? 0 : PROTO_RF_NO_STDIN);
+				 envp, opt.timeout_ms,
+				 (with_stdin ? 0 : PROTO_RF_NO_STDIN) | (last ? PROTO_RF_LAST : 0));
 	if (n == -E2BIG)
 		die("too many arguments or variables (at most %d and %d)", PROTO_MAX_ARGS,
 		    PROTO_MAX_ENV);
@@ -731,7 +733,7 @@ static int interactive(int sigfd)
 			continue;
 		if (!strcmp(argv[0], "exit") || !strcmp(argv[0], "quit"))
 			break;
-		r = run(argv, 0, sigfd);
+		r = run(argv, 0, 0, sigfd);
 		last = r.error ? EXIT_CLIENT : r.signaled ? 128 + r.value : r.value;
 		if (r.signaled)
 			fprintf(stderr, "%s: killed by signal %d%s\n", argv[0], r.value,
@@ -858,7 +860,7 @@ int main(int argc, char **argv)
 	{
 		/* stdin stays blocking (it may be shared with a shell): poll
 		 * says when a read() will not block. */
-		struct result r = run(argv + optind, !opt.no_stdin, sigfd);
+		struct result r = run(argv + optind, !opt.no_stdin, 1, sigfd);
 		exit_like(&r);
 	}
 bad:

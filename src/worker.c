@@ -252,7 +252,8 @@ void worker_run(const struct worker_ctx *ctx)
 		log_warn("worker: cannot switch to SCHED_BATCH: %s", strerror(errno));
 	sigfd = worker_signals();
 	sctx = (struct session_ctx){ .cfg = ctx->cfg, .tls = ctx->tls, .slot = slot,
-				     .sigfd = sigfd, .master_fd = ctx->master_fd };
+				     .sigfd = sigfd, .master_fd = ctx->master_fd,
+				     .listeners = ctx->listeners, .nlisteners = ctx->nlisteners };
 	srandom((unsigned)getpid() ^ (unsigned)now_ms());
 
 	epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -272,7 +273,7 @@ void worker_run(const struct worker_ctx *ctx)
 	for (;;) {
 		struct epoll_event evs[2 + LISTEN_MAX];
 		uint64_t now = now_ms();
-		int n, timeout = 1000, listener = -1;
+		int n, timeout = 1000, listener = -1, aside;
 
 		slot->heartbeat_ms = now;
 		if (ctx->cfg->max_requests && slot->requests >= (uint64_t)ctx->cfg->max_requests)
@@ -287,6 +288,9 @@ void worker_run(const struct worker_ctx *ctx)
 				timeout = (int)(pause_until - now);
 			}
 		}
+		aside = session_sweep(0);
+		if (aside >= 0 && aside < timeout)
+			timeout = aside;
 		n = epoll_wait(epfd, evs, (int)ARRAY_SIZE(evs), timeout);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -294,8 +298,10 @@ void worker_run(const struct worker_ctx *ctx)
 			fatal(EXIT_RUNTIME, "worker: epoll_wait: %s", strerror(errno));
 		}
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.u32 == 1 && worker_read_signals(sigfd) < 0)
+			if (evs[i].data.u32 == 1 && worker_read_signals(sigfd) < 0) {
+				session_sweep(1);
 				_exit(EXIT_OK);
+			}
 			if (evs[i].data.u32 == 0 && session_master_pipe(&sctx))
 				goto out; /* EOF: retired, or the master is gone */
 			if (evs[i].data.u32 >= 2 && listener < 0)
@@ -307,8 +313,10 @@ void worker_run(const struct worker_ctx *ctx)
 		 * for: with EPOLLEXCLUSIVE no other worker was woken for it. */
 		if (listener >= 0) {
 			int rc = serve_one(ctx, &sctx, listener);
-			if (rc < 0)
+			if (rc < 0) {
+				session_sweep(1);
 				_exit(EXIT_OK);
+			}
 			if (rc > 0 && !pause_until) {
 				watch_listeners(epfd, ctx, 0);
 				pause_until = now_ms() + ACCEPT_PAUSE_MS;
@@ -317,6 +325,7 @@ void worker_run(const struct worker_ctx *ctx)
 	}
 out:
 	slot->state = WS_EXITING;
+	session_sweep(1);
 	_exit(EXIT_OK);
 }
 

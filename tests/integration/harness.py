@@ -487,7 +487,7 @@ HELLO, REQUEST, STDIN, STDIN_EOF, SIGNAL = 0x01, 0x02, 0x03, 0x04, 0x05
 HELLO_OK, STDOUT, STDERR, EXIT, ERROR = 0x81, 0x82, 0x83, 0x84, 0x85
 # REQUEST fields.
 F_ARG, F_ENV, F_FLAGS = 0x81, 0x82, 0x84
-NO_STDIN = 1
+NO_STDIN, LAST = 1, 2
 
 
 def frame(ftype, payload=b""):
@@ -498,8 +498,9 @@ def hello_frame(version=1):
     return frame(HELLO, b"TCPX" + bytes([version]))
 
 
-def request_frame(args, env=(), no_stdin=True):
-    """A REQUEST: ARG fields, ENV fields, and FLAGS = NO_STDIN if asked."""
+def request_frame(args, env=(), no_stdin=True, last=False):
+    """A REQUEST: ARG fields, ENV fields, and FLAGS = NO_STDIN and/or LAST
+    if asked."""
     payload = b""
     for a in args:
         a = a.encode() if isinstance(a, str) else a
@@ -507,8 +508,9 @@ def request_frame(args, env=(), no_stdin=True):
     for e in env:
         e = e.encode()
         payload += struct.pack(">BI", F_ENV, len(e)) + e
-    if no_stdin:
-        payload += struct.pack(">BII", F_FLAGS, 4, NO_STDIN)
+    flags = (NO_STDIN if no_stdin else 0) | (LAST if last else 0)
+    if flags:
+        payload += struct.pack(">BII", F_FLAGS, 4, flags)
     return frame(REQUEST, payload)
 
 

@@ -13,8 +13,9 @@ import threading
 
 import pytest
 
+import harness
 from execfix import (BAD_REQUEST, EXIT, HANDSHAKE_TIMEOUT, HELLO_OK, IDLE_TIMEOUT, STDIN,
-                     STDOUT, TOO_LARGE, Frames, error_code, frame, hello_frame,
+                     STDOUT, TOO_LARGE, Frames, descendants, error_code, frame, hello_frame,
                      procs_with_arg, request_frame, wait_for, wait_no_proc_with)
 from execfix import rig  # noqa: F401  (a fixture)
 
@@ -352,3 +353,70 @@ def test_input_left_in_flight_at_exit_never_reaches_the_next_command(rig):
             sender.join(10)
             assert status[:4] == b"\0\0\0\0", status
             assert len(out) == 3 * len(data) and out == data * 3
+
+
+# ---------------------------------------------------------------- LAST
+
+def worker_sockets(d):
+    """Inodes of the sockets the one worker of d holds: its listeners and
+    any client connection it has not closed yet."""
+    (pid, _), = descendants(d.pid)
+    return harness.socket_inodes(pid)
+
+
+def quiet_for(sock, seconds):
+    """True if nothing, not even EOF, arrives on sock for that long."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) is None
+    except socket.timeout:
+        return True
+
+
+def test_last_request_the_server_closes_first(rig):
+    # REQUEST flag LAST: no request follows. With no other connection
+    # waiting the worker does not wait for the client's close: the client
+    # sees EOF right after EXIT while it still holds its socket open, and the
+    # worker lets go of the connection by itself.
+    d = rig.daemon(ECHO, **ONE_WORKER)
+    still_serves(rig, d)
+    idle = worker_sockets(d)
+    for i in range(20):
+        s, f = handshake(d)
+        with s:
+            s.sendall(request_frame(["echo", f"last{i}"], last=True))
+            assert f.next() == (STDOUT, f"last{i}\n".encode())
+            assert f.next()[0] == EXIT
+            f.expect_eof(timeout=5)
+            if i == 0:
+                # The client has not closed: the worker closes its side
+                # anyway, LINGER_MS later at the latest.
+                wait_for(lambda: worker_sockets(d) <= idle, 5,
+                         "the worker to close the set-aside connection")
+    wait_for(lambda: worker_sockets(d) <= idle, 5, "the worker to hold no connection")
+    still_serves(rig, d)
+
+
+def test_last_request_with_a_connection_waiting(rig):
+    # When another connection waits for the worker, the client of the LAST
+    # request closes first, as on any connection; a REQUEST after the LAST
+    # one is a protocol error. Then the waiting connection is served.
+    d = rig.daemon(ECHO, **ONE_WORKER)
+    s, f = handshake(d)
+    with s:
+        other = d.connect()   # queued: the one worker is busy with s
+        with other:
+            s.sendall(request_frame(["echo", "first"], last=True))
+            assert f.next() == (STDOUT, b"first\n")
+            assert f.next()[0] == EXIT
+            assert quiet_for(s, 0.5), "the worker closed although a connection waited"
+            s.sendall(request_frame(["echo", "again"]))
+            assert error_code(f.next()) == BAD_REQUEST
+            f.expect_eof()
+            other.sendall(hello_frame() + request_frame(["echo", "waited"], last=True))
+            g = Frames(other)
+            assert g.next()[0] == HELLO_OK
+            assert g.next() == (STDOUT, b"waited\n")
+            assert g.next()[0] == EXIT
+            g.expect_eof(timeout=5)
+    still_serves(rig, d)

@@ -310,6 +310,13 @@ static void test_request_vector(void)
 	CHECK(proto_decode_request(&f, &r, strbuf, sizeof(strbuf)) == 0);
 	CHECK(r.argc == 2 && r.envc == 0 && r.envp[0] == NULL);
 	CHECK(r.timeout_ms == 0 && r.flags == 0);
+
+	/* LAST (bit 1) with NO_STDIN. */
+	len = proto_encode_request(got, sizeof(got), argv, NULL, 0,
+				   PROTO_RF_NO_STDIN | PROTO_RF_LAST);
+	CHECK(proto_frame_parse(got, (size_t)len, 1024, &f) == len);
+	CHECK(proto_decode_request(&f, &r, strbuf, sizeof(strbuf)) == 0);
+	CHECK(r.flags == (PROTO_RF_NO_STDIN | PROTO_RF_LAST));
 }
 
 /* Decode a REQUEST payload given in hex (without the header). */
@@ -333,7 +340,9 @@ static void test_request_refusals(void)
 	CHECK(r.argc == 1 && strcmp(r.argv[0], "l") == 0);
 	/* Unknown critical fields and unknown flag bits are refused. */
 	CHECK(request_payload("81 00000001 6c 85 00000000", &r) == -EPROTONOSUPPORT);
-	CHECK(request_payload("81 00000001 6c 84 00000004 00000002", &r) == -EPROTONOSUPPORT);
+	CHECK(request_payload("81 00000001 6c 84 00000004 00000004", &r) == -EPROTONOSUPPORT);
+	CHECK(request_payload("81 00000001 6c 84 00000004 00000002", &r) == 0 &&
+	      r.flags == PROTO_RF_LAST);
 	CHECK(request_payload("81 00000001 6c 84 00000004 80000000", &r) == -EPROTONOSUPPORT);
 
 	/* NUL inside an ARG or ENV: execve() could not pass it. */
@@ -441,7 +450,7 @@ static void test_request_encoder_refusals(void)
 	CHECK(proto_encode_request(buf, sizeof(buf), empty_cmd, NULL, 0, 0) == -EINVAL);
 	CHECK(proto_encode_request(buf, sizeof(buf), ok, no_eq, 0, 0) == -EINVAL);
 	CHECK(proto_encode_request(buf, sizeof(buf), ok, no_name, 0, 0) == -EINVAL);
-	CHECK(proto_encode_request(buf, sizeof(buf), ok, NULL, 0, 0x2) == -EINVAL);
+	CHECK(proto_encode_request(buf, sizeof(buf), ok, NULL, 0, 0x4) == -EINVAL);
 	CHECK(proto_encode_request(buf, sizeof(buf), ok, none, 0, 0) == 12);
 }
 
