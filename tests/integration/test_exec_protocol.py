@@ -9,14 +9,16 @@ so that "afterwards" is the very worker that met the bad client.
 
 import socket
 import struct
+import subprocess
 import threading
 
 import pytest
 
 import harness
 from execfix import (BAD_REQUEST, EXIT, HANDSHAKE_TIMEOUT, HELLO_OK, IDLE_TIMEOUT, STDIN,
-                     STDOUT, TOO_LARGE, Frames, descendants, error_code, frame, hello_frame,
-                     procs_with_arg, request_frame, wait_for, wait_no_proc_with)
+                     STDOUT, TCPEXEC, TOO_LARGE, Frames, client_env, descendants, error_code,
+                     frame, hello_frame, procs_with_arg, request_frame, take_frame, wait_for,
+                     wait_no_proc_with)
 from execfix import rig  # noqa: F401  (a fixture)
 
 ONE_WORKER = {"workers": 1, "min_spare": 0, "max_spare": 1, "max_workers": 1}
@@ -420,3 +422,64 @@ def test_last_request_with_a_connection_waiting(rig):
             assert g.next()[0] == EXIT
             g.expect_eof(timeout=5)
     still_serves(rig, d)
+
+
+def request_flags(payload):
+    """The FLAGS field of a REQUEST payload, 0 when absent."""
+    off = 0
+    for _ in range(1000):
+        if off >= len(payload):
+            return 0
+        tag, n = struct.unpack_from(">BI", payload, off)
+        if tag == 0x84:
+            return struct.unpack_from(">I", payload, off + 5)[0]
+        off += 5 + n
+    raise AssertionError("REQUEST field loop bound reached")
+
+
+def flags_tcpexec_sends(argv_tail, stdin=b""):
+    """Run tcpexec against a minimal server, on a loopback port of the
+    test's own, that answers HELLO and every REQUEST with EXIT 0; returns
+    the FLAGS of each REQUEST tcpexec sent."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(harness.LIVE)
+    seen = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(harness.LIVE)
+            buf = b""
+            for _ in range(100):
+                f, buf = take_frame(buf)
+                if f is None:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                    continue
+                if f[0] == 0x01:
+                    conn.sendall(frame(HELLO_OK, b"TCPX\x01"))
+                elif f[0] == 0x02:
+                    seen.append(request_flags(f[1]))
+                    conn.sendall(frame(EXIT, bytes(12)))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    with srv:
+        r = subprocess.run([TCPEXEC, "-p", str(srv.getsockname()[1]), "127.0.0.1",
+                            *argv_tail], input=stdin, capture_output=True,
+                           env=client_env(), timeout=harness.LIVE)
+        t.join(harness.LIVE)
+    assert r.returncode == 0, r.stderr
+    return seen
+
+
+def test_tcpexec_marks_its_one_request_last():
+    # A command line is one request per connection: LAST. Interactive mode
+    # sends several on one connection: none of them is LAST.
+    last = harness.LAST
+    assert [f & last for f in flags_tcpexec_sends(["echo", "hi"])] == [last]
+    assert [f & last for f in flags_tcpexec_sends([], stdin=b"echo a\necho b\n")] == [0, 0]
