@@ -370,9 +370,10 @@ def quiet_for(sock, seconds):
     """True if nothing, not even EOF, arrives on sock for that long."""
     sock.settimeout(seconds)
     try:
-        return sock.recv(1, socket.MSG_PEEK) is None
+        sock.recv(1, socket.MSG_PEEK)   # data, or b"" at EOF
     except socket.timeout:
         return True
+    return False
 
 
 def test_last_request_the_server_closes_first(rig):
