@@ -393,7 +393,10 @@ static void take_identity(struct tls_conn *tc)
 	if (SSL_session_reused(tc->ssl) && !psk_seen.known) {
 		if (SSL_SESSION_get0_ticket_appdata(SSL_get0_session(tc->ssl), &data, &len) == 1 &&
 		    len < sizeof(tc->identity)) {
-			memcpy(tc->identity, data, len);
+			/* The ticket of an anonymous session holds no bytes, and
+			 * OpenSSL then gives a null pointer: not for memcpy. */
+			if (len)
+				memcpy(tc->identity, data, len);
 			tc->identity[len] = '\0';
 		}
 		return;

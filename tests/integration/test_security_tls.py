@@ -264,6 +264,21 @@ def test_session_resumption(rig, certs):
     d.wait_log(rf'{PEER}: TLS resumed, identity "alice"', m)
 
 
+def test_anonymous_session_resumption(rig, certs):
+    """A client with no certificate of its own (the server asks for none)
+    resumes its ticket too, and stays without an identity: the ticket of an
+    anonymous session carries an empty one (under UBSan, copying it once
+    passed a null pointer to memcpy)."""
+    d = tls_daemon(rig, certs, ca=False, psk=False)
+    opts = certs.cert_opts() + ["--session", str(rig.dir / "anon.session")]
+    m = d.mark()
+    assert_ran(rig.client(d, ["mark"], opts), rig, "first run")
+    d.wait_log(rf'{PEER}: TLS full handshake, identity ""', m)
+    m = d.mark()
+    assert_ran(rig.client(d, ["mark"], opts), rig, "second run")
+    d.wait_log(rf'{PEER}: TLS resumed, identity ""', m)
+
+
 def test_psk_session_resumption_keeps_identity(rig, certs):
     """A PSK client with --session: the second run resumes from the ticket
     and must still be bob, so a command restricted to bob keeps working."""
