@@ -126,6 +126,12 @@ def aggregate(raw_path):
         agg[key]["daemon_cpu"] = statistics.median(dcpu) if dcpu else None
         ccpu = [fnum(r, "client_cpu_us") for r in rs if fnum(r, "client_cpu_us") >= 0]
         agg[key]["client_cpu"] = statistics.median(ccpu) if ccpu else None
+        # The TLS floor (bench/tlsfloor): each end's CPU, the library.
+        scpu = [fnum(r, "server_cpu_us") for r in rs if fnum(r, "server_cpu_us") >= 0]
+        agg[key]["server_cpu"] = statistics.median(scpu) if scpu else None
+        kd = [fnum(r, "keygen_derive_us") for r in rs if fnum(r, "keygen_derive_us") >= 0]
+        agg[key]["keygen_derive"] = statistics.median(kd) if kd else None
+        agg[key]["library"] = rs[0].get("library", "")
         # TLS: handshakes, how many resumed a ticket, tickets received.
         if any("tls" in r for r in rs):
             for k in ("handshakes", "resumed", "tickets"):
@@ -214,7 +220,7 @@ def table_md(rows):
     return "\n".join(out)
 
 
-def behind(agg):
+def behind(agg, facts):
     """Plain sentences: where another system beats tcpexecd."""
     lines = []
     for work, label, systems, unit in WORKS:
@@ -242,7 +248,7 @@ def behind(agg):
         if a and c and c["value"]:
             lines.append("- %s: tcpexecd reaches %.0f %% of the local spawn ceiling." % (
                 dict((w[0], w[1]) for w in WORKS)[work], 100 * a["value"] / c["value"]))
-    lines += behind_tls(agg)
+    lines += behind_tls(agg, facts)
     a = agg.get(("echo-c1", "tcpexecd"))
     if a and a["failures"]:
         lines.append("- tcpexecd had %d failures at 1 client." % a["failures"])
@@ -258,7 +264,7 @@ def behind(agg):
     return lines
 
 
-def behind_tls(agg):
+def behind_tls(agg, facts):
     """TLS: the goal, the cost against plaintext, resumption, and ssh."""
     lines = []
     labels = dict((w[0], w[1]) for w in WORKS)
@@ -304,6 +310,7 @@ def behind_tls(agg):
                        "connection is a full handshake")
             lines.append("- %s: %s resumed only %d of %d handshakes (%d tickets received)%s." % (
                 labels[work], s, a["resumed"], a["handshakes"], a["tickets"], why))
+    lines += behind_floor(agg, facts)
     ssh = agg.get(("e2e", "ssh"))
     for s in ("tcpexec-tls", "tcpexec-tls-resumed"):
         a = agg.get(("e2e", s))
@@ -313,6 +320,97 @@ def behind_tls(agg):
                                                 a["value"] / ssh["value"],
                                                 fmt_value(ssh["value"], "runs/s")))
     return lines
+
+
+# The TLS floor's runs (bench/tlsfloor), in the order shown.
+FLOOR = [("openssl-psk_dhe_ke", "as tcpexecd: its src/tls.c, X25519 on resumption"),
+         ("gnutls-psk_dhe_ke", "the same exchange"),
+         ("gnutls-psk_ke", "no key exchange on resumption: no forward secrecy")]
+
+
+def tls_budget(agg, facts):
+    """What the TLS goal leaves over plaintext tcpexecd, per request: time at
+    1 client (requests are sequential), CPU time at 8 (the CPUs are the
+    limit). None where a figure is missing."""
+    def rate(work, system):
+        a = agg.get((work, system))
+        return a["value"] if a and a["value"] else None
+
+    c1, p1 = rate("ceiling-j1", "spawn"), rate("echo-c1", "tcpexecd")
+    cn, p8 = rate("ceiling-jn", "spawn"), rate("echo-c8", "tcpexecd")
+    try:
+        ncpu = int(facts.get("nproc", ""))
+    except ValueError:
+        ncpu = 0
+    b1 = 1e6 / (TLS_GOAL * c1) - 1e6 / p1 if c1 and p1 else None
+    b8 = ncpu * 1e6 / (TLS_GOAL * cn) - ncpu * 1e6 / p8 if cn and p8 and ncpu else None
+    return b1, b8
+
+
+def tls_floor(agg):
+    """(system, library, note, server µs, client µs, µs added to plaintext)
+    for each floor run, and X25519's share; [] without the runs."""
+    plain = agg.get(("tls-floor", "plaintext"))
+    if not plain or plain.get("server_cpu") is None:
+        return []
+    base = plain["server_cpu"] + plain["client_cpu"]
+    out = []
+    for system, what in FLOOR:
+        a = agg.get(("tls-floor", system))
+        if a and a.get("server_cpu") is not None and a.get("client_cpu") is not None:
+            out.append((system, a["library"], what, a["server_cpu"], a["client_cpu"],
+                        a["server_cpu"] + a["client_cpu"] - base))
+    x = agg.get(("tls-floor", "x25519"))
+    if x and x.get("keygen_derive") is not None:
+        out.append(("x25519", x["library"], "X25519 alone: a key made and a secret derived "
+                    "at each end", x["keygen_derive"], x["keygen_derive"], 2 * x["keygen_derive"]))
+    return out
+
+
+def tls_costs(agg, facts):
+    """The table of what a resumed handshake costs against the goal's budget."""
+    rows = tls_floor(agg)
+    if not rows:
+        return None
+    b1, b8 = tls_budget(agg, facts)
+
+    def times(v, b):
+        return "%.1f×" % (v / b) if b and b > 0 else "no budget" if b is not None else "n/a"
+
+    out = ["| resumed TLS 1.3 handshake | library | server µs | client µs | added to "
+           "plaintext, both ends, µs | vs the budget at 1 client | at 8 clients |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for system, lib, what, sv, cl, added in rows:
+        out.append("| %s (%s) | %s | %.0f | %.0f | %.0f | %s | %s |" % (
+            system, what, lib, sv, cl, added, times(added, b1), times(added, b8)))
+    out.append("")
+    out.append("The budget: what 0.75 of the ceiling leaves over plaintext tcpexecd in this "
+               "run, %s µs per request at 1 client (time: each request waits for the one "
+               "before) and %s µs of CPU per request at 8 clients (both CPUs busy)." % (
+                   "%.0f" % b1 if b1 is not None else "n/a",
+                   "%.0f" % b8 if b8 is not None else "n/a"))
+    return "\n".join(out)
+
+
+def behind_floor(agg, facts):
+    """One sentence: can any library measured meet the TLS goal here?"""
+    rows = [r for r in tls_floor(agg) if r[0] != "x25519"]
+    b1, b8 = tls_budget(agg, facts)
+    if not rows or b1 is None or b8 is None:
+        return []
+    text = ", ".join("%.0f µs with %s %s" % (r[5], r[1], r[0].split("-", 1)[1]) for r in rows)
+    line = ("- TLS with resumption: 0.75 of the ceiling leaves %.0f µs per request over "
+            "plaintext at 1 client and %.0f µs of CPU at 8; a resumed handshake with no "
+            "network, no command and both ends on one CPU (bench/tlsfloor) already adds %s. "
+            % (b1, b8, text))
+    fits = [(r, n) for n, b in ((1, b1), (8, b8)) for r in rows if r[5] <= b]
+    if fits:
+        line += "Within the budget: %s." % ", ".join(
+            "%s %s at %d client%s" % (r[1], r[0], n, "s" if n > 1 else "") for r, n in fits)
+    else:
+        line += ("**No TLS library measured here fits the goal's budget, not even without "
+                 "forward secrecy**: no server-side change can reach it on this machine.")
+    return [line]
 
 
 def goals(agg, facts):
@@ -485,7 +583,19 @@ def section(facts, agg, rows, png_name):
         parts += ["![requests per second and p99 latency against the number of clients]"
                   "(%s)" % png_name, ""]
     parts += ["### tcpexecd's own resources", "", resources(facts, agg), ""]
-    lines = behind(agg)
+    costs = tls_costs(agg, facts)
+    if costs:
+        parts += ["### What a resumed TLS handshake costs here", "",
+                  "`bench/tlsfloor`: a client and a server thread on one CPU, over AF_UNIX, "
+                  "each connection a resumed handshake, a 64-byte request and a 48-byte "
+                  "answer; CPU per connection at each end, medians of the rounds, and what "
+                  "that adds to the same connections in plaintext. The OpenSSL server is "
+                  "tcpexecd's own TLS code. No TCP, no command, no wake-up of another CPU: a "
+                  "floor under what the TLS rows above pay.", "", costs, ""]
+    elif facts.get("na_tls-floor"):
+        parts += ["### What a resumed TLS handshake costs here", "",
+                  "n/a: %s" % facts["na_tls-floor"], ""]
+    lines = behind(agg, facts)
     parts += ["### Where tcpexecd is behind (computed from this run)", ""]
     parts += lines if lines else ["- Nowhere in this run."]
     parts += ["", END]
@@ -521,7 +631,7 @@ def main():
     rows = build_rows(agg, facts)
     print(table_text(rows))
     print()
-    for line in behind(agg):
+    for line in behind(agg, facts):
         print(line.replace("**", ""))
     have_png = plot(agg, args.png, here)
     with open(args.out, "w") as f:
