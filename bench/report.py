@@ -405,8 +405,11 @@ def behind_floor(agg, facts):
             % (b1, b8, text))
     fits = [(r, n) for n, b in ((1, b1), (8, b8)) for r in rows if r[5] <= b]
     if fits:
-        line += "Within the budget: %s." % ", ".join(
-            "%s %s at %d client%s" % (r[1], r[0], n, "s" if n > 1 else "") for r, n in fits)
+        line += ("Within the budget at this floor: %s; the real TLS rows pay TCP and the "
+                 "wake-ups of the other CPU on top (their CPU per request, above)." % ", ".join(
+                     "%s (%s) at %d client%s, %.1f× the budget" % (
+                         r[0], r[1], n, "s" if n > 1 else "", r[5] / (b1 if n == 1 else b8))
+                     for r, n in fits))
     else:
         line += ("**No TLS library measured here fits the goal's budget, not even without "
                  "forward secrecy**: no server-side change can reach it on this machine.")
