@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -154,6 +155,17 @@ static int listen_unix(void)
 	return fd;
 }
 
+/* Blocking reads and writes, but bounded: a peer that stopped answering
+ * ends the run with an error instead of hanging it. Set on both ends in
+ * plaintext too, so the subtraction takes it out. */
+static void bound_io(int fd)
+{
+	struct timeval tv = { .tv_sec = IO_TIMEOUT_MS / 1000 };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
 static void *server_loop(void *arg)
 {
 	struct run *r = arg;
@@ -168,6 +180,7 @@ static void *server_loop(void *arg)
 			run_fail(r, "accept: %s", strerror(errno));
 			break;
 		}
+		bound_io(fd);
 		r->server(r, fd, i);
 		close(fd);
 	}
@@ -192,6 +205,7 @@ static void *client_loop(void *arg)
 				close(fd);
 			break;
 		}
+		bound_io(fd);
 		r->client(r, fd, i);
 		close(fd);
 	}
