@@ -1091,8 +1091,8 @@ static struct aside {
 static int naside;
 
 /* The last request of c is answered. It is set aside when nothing of it is
- * left to read, no TLS session must be closed, there is room, and no other
- * connection waits on the worker's listeners: the worker is then back in
+ * left to read (in the socket buffer or inside TLS), there is room, and no
+ * other connection waits on the worker's listeners: the worker is then back in
  * accept before this client's next connection arrives (with one client
  * looping over fresh connections, waiting for its FIN here let the next
  * connection wake another worker on the other CPU, every time). When
@@ -1104,7 +1104,8 @@ static int may_set_aside(const struct conn *c)
 	struct pollfd p[LISTEN_MAX];
 	nfds_t n = 0;
 
-	if (c->tls || c->rlen || naside >= ASIDE_MAX || !c->ctx->listeners)
+	if (c->rlen || naside >= ASIDE_MAX || !c->ctx->listeners ||
+	    (c->tls && tls_pending(c->tls) > 0))
 		return 0;
 	for (int i = 0; i < c->ctx->nlisteners && n < LISTEN_MAX; i++)
 		if (c->ctx->listeners[i].fd >= 0)
@@ -1239,8 +1240,11 @@ static enum end framed(struct conn *c, uint64_t handshake_deadline)
 		if (end != END_OK)
 			return end;
 		if (req.flags & PROTO_RF_LAST) {
+			/* TLS ends with our close_notify before the FIN. It is a
+			 * few bytes into an emptied send buffer; if even they do
+			 * not fit, the session is over anyway: close. */
 			if (may_set_aside(c))
-				return END_ASIDE;
+				return c->tls && tls_close_notify(c->tls) < 0 ? END_CLOSE : END_ASIDE;
 			last = 1;
 		}
 	}

@@ -618,3 +618,15 @@ int tls_resumed(const struct tls_conn *tc)
 	/* OpenSSL counts an external PSK as a "reuse"; a ticket is not one. */
 	return SSL_session_reused(tc->ssl) && !psk_seen.known;
 }
+
+int tls_close_notify(struct tls_conn *tc)
+{
+	int r;
+
+	ERR_clear_error();
+	/* 0: ours went out, the peer's is not in (and is not waited for);
+	 * 1: both. Below 0 the alert did not fit in the socket buffer. */
+	r = SSL_shutdown(tc->ssl);
+	ERR_clear_error();
+	return r >= 0 ? 0 : -1;
+}

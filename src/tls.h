@@ -36,7 +36,8 @@ void tls_conn_free(struct tls_conn *tc);
 /* Non-blocking steps. Each returns >= 0 on progress; -1 with *events set
  * to POLLIN or POLLOUT means "wait for that"; -2 is a failure (the reason
  * is in tls_conn_error). tls_handshake returns 1 once done. tls_read
- * returns 0 at the peer's close_notify or EOF. */
+ * returns 0 at the peer's close_notify; an EOF without one is a failure
+ * (the stream may have been cut short). */
 int tls_handshake(struct tls_conn *tc, short *events);
 long tls_read(struct tls_conn *tc, void *buf, size_t len, short *events);
 long tls_write(struct tls_conn *tc, const void *buf, size_t len, short *events);
@@ -49,5 +50,8 @@ const char *tls_identity(const struct tls_conn *tc);
  * handshake failure). */
 const char *tls_conn_error(const struct tls_conn *tc);
 int tls_resumed(const struct tls_conn *tc);
+/* Send close_notify now, without waiting for the peer's: 0 when it went
+ * out whole, -1 when it could not (the caller then closes as before). */
+int tls_close_notify(struct tls_conn *tc);
 
 #endif

@@ -498,8 +498,8 @@ def rig():
 
 # ---------------------------------------------------------------- framed client
 
-def request_frame(args, no_stdin=True):
-    return harness.request_frame(args, no_stdin=no_stdin)
+def request_frame(args, no_stdin=True, last=False):
+    return harness.request_frame(args, no_stdin=no_stdin, last=last)
 
 
 def connect(addr, source=None, timeout=LIVE):

@@ -13,12 +13,13 @@ whether anything ran.
 
 import os
 import re
+import socket
 import stat
 
 import pytest
 
-from secfix import (AUTH_FAILED, EXIT_CLIENT, EXIT_CONFIG, Framed, connect, error_frame,
-                    hello_frame, request_frame, write_private)
+from secfix import (AUTH_FAILED, EXIT, EXIT_CLIENT, EXIT_CONFIG, STDOUT, Framed, connect,
+                    error_frame, framed_run, hello_frame, request_frame, write_private)
 from secfix import certs, rig  # noqa: F401  (fixtures)
 
 PEER = r"127\.0\.0\.1:\d+"
@@ -301,3 +302,37 @@ def test_psk_handshake_not_logged_as_resumed(rig, certs):
     assert_ran(rig.client(d, ["mark"], ["--psk-file", str(certs.bob_psk)]), rig, "bob")
     line = d.wait_log(rf'{PEER}: TLS \S+( handshake)?, identity "bob"', m)[0].group(0)
     assert "full handshake" in line, f"fresh PSK handshake logged as {line!r}"
+
+
+# ---------------------------------------------------------------- LAST over TLS
+
+def test_last_request_over_tls_closes_with_close_notify(rig, certs):
+    """REQUEST flag LAST over TLS, no other connection waiting: the worker
+    sends close_notify and its FIN right after EXIT, while the client still
+    holds its socket, and then lets go of the connection. What follows EXIT
+    on the wire is read raw: exactly one TLS 1.3 record of 19 bytes (an
+    encrypted alert: 2 bytes, its type, a 16-byte tag), then EOF; a bare
+    FIN, or no close at all, fails."""
+    d = tls_daemon(rig, certs, ca=False, psk=False)
+    for i in range(3):
+        c = Framed.open(d.addr(), tls=certs.ssl_context())
+        try:
+            c.hello()
+            c.send(request_frame(["echo", f"last{i}"], last=True))
+            assert c.frame() == (STDOUT, f"last{i}\n".encode())
+            assert c.frame()[0] == EXIT
+            assert c.buf == b"", f"bytes after EXIT: {c.buf!r}"
+            # OpenSSL reads record by record: the rest is still in the kernel.
+            with socket.socket(fileno=os.dup(c.sock.fileno())) as raw:
+                raw.settimeout(5)
+                rest = b""
+                for _ in range(100):
+                    data = raw.recv(4096)
+                    if not data:
+                        break
+                    rest += data
+            assert rest[:5] == b"\x17\x03\x03\x00\x13" and len(rest) == 24, \
+                f"not one close_notify then EOF after EXIT: {rest!r}"
+        finally:
+            c.close()
+    assert framed_run(d.addr(), ["echo", "alive"], tls=certs.ssl_context())[0] == b"alive\n"
